@@ -1,0 +1,102 @@
+"""The shop's catalog. Catalog rows only *mark* what needs embedding (ProductImage.index_status);
+the embeddings app listens to these models and does the work, never the reverse."""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.urls import reverse
+from django.utils.text import slugify
+
+
+class Category(models.Model):
+    name = models.CharField(max_length=120, unique=True)
+    slug = models.SlugField(max_length=140, unique=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "categories"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args, **kwargs):
+        if not self.slug:
+            self.slug = slugify(self.name)[:140] or "category"
+        super().save(*args, **kwargs)
+
+
+class Product(models.Model):
+    title = models.CharField(max_length=255)
+    description = models.TextField(blank=True)
+    price = models.DecimalField(
+        max_digits=10, decimal_places=2, null=True, blank=True, validators=[MinValueValidator(0)]
+    )
+    category = models.ForeignKey(
+        Category, null=True, blank=True, on_delete=models.SET_NULL, related_name="products"
+    )
+    sku = models.CharField("SKU", max_length=64, unique=True)
+    is_active = models.BooleanField(
+        "active", default=True, help_text="Inactive products are hidden from search and pages."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["is_active", "category"]), models.Index(fields=["price"])]
+
+    def __str__(self) -> str:
+        return self.title
+
+    def get_absolute_url(self) -> str:
+        return reverse("catalog:product-detail", args=[self.pk])
+
+    @property
+    def primary_image(self) -> ProductImage | None:
+        images = list(self.images.all())
+        return images[0] if images else None
+
+
+def product_image_path(instance: ProductImage, filename: str) -> str:
+    return f"products/{instance.product_id or 'new'}/{filename}"
+
+
+class ProductImage(models.Model):
+    class IndexStatus(models.TextChoices):
+        PENDING = "pending", "pending"
+        INDEXED = "indexed", "indexed"
+        FAILED = "failed", "failed"
+
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="images")
+    image = models.ImageField(upload_to=product_image_path, max_length=255)
+    alt_text = models.CharField(max_length=255, blank=True)
+    position = models.PositiveIntegerField(default=0)
+    # sha256 of the file's bytes: lets the embed task skip an image whose content has not changed.
+    content_hash = models.CharField(max_length=64, blank=True, editable=False)
+    index_status = models.CharField(
+        max_length=10, choices=IndexStatus.choices, default=IndexStatus.PENDING, editable=False
+    )
+    index_error = models.TextField(blank=True, editable=False)
+    indexed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["position", "id"]
+        indexes = [models.Index(fields=["index_status"])]
+
+    def __str__(self) -> str:
+        return f"{self.product_id}: {self.image.name}"
+
+    def compute_content_hash(self) -> str:
+        digest = hashlib.sha256()
+        self.image.open("rb")
+        try:
+            self.image.seek(0)
+            for chunk in self.image.chunks():
+                digest.update(chunk)
+        finally:
+            self.image.seek(0)
+        return digest.hexdigest()

@@ -1,0 +1,99 @@
+"""Writes to the catalog. Views, serializers, admin actions and commands call these."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from decimal import Decimal
+
+from django.core.files.base import File
+from django.db import transaction
+from django.utils.text import slugify
+
+from .models import Category, Product, ProductImage
+
+
+def category_get_or_create(*, name: str) -> Category:
+    name = name.strip()
+    category = Category.objects.filter(name__iexact=name).first()
+    if category is not None:
+        return category
+    slug = slugify(name)[:140] or "category"
+    base, n = slug, 2
+    while Category.objects.filter(slug=slug).exists():
+        slug, n = f"{base[:130]}-{n}", n + 1
+    return Category.objects.create(name=name, slug=slug)
+
+
+def sku_generate() -> str:
+    return f"SKU-{uuid.uuid4().hex[:10].upper()}"
+
+
+@transaction.atomic
+def product_create(
+    *,
+    title: str,
+    sku: str | None = None,
+    description: str = "",
+    price: Decimal | None = None,
+    category: Category | None = None,
+    is_active: bool = True,
+    images: Iterable[File] = (),
+) -> Product:
+    product = Product(
+        title=title.strip(),
+        sku=(sku or "").strip() or sku_generate(),
+        description=description,
+        price=price,
+        category=category,
+        is_active=is_active,
+    )
+    product.full_clean()
+    product.save()
+    for position, image in enumerate(images):
+        product_image_add(product=product, file=image, position=position)
+    return product
+
+
+@transaction.atomic
+def product_update(*, product: Product, **fields) -> Product:
+    allowed = {"title", "sku", "description", "price", "category", "is_active"}
+    unknown = set(fields) - allowed
+    if unknown:
+        raise ValueError(f"Cannot update {sorted(unknown)}; allowed fields: {sorted(allowed)}")
+    for name, value in fields.items():
+        setattr(product, name, value)
+    product.full_clean()
+    product.save()
+    return product
+
+
+@transaction.atomic
+def product_delete(*, product: Product) -> None:
+    # Deleting cascades to the images; the embeddings app removes them from the index.
+    product.delete()
+
+
+@transaction.atomic
+def product_image_add(
+    *, product: Product, file: File, position: int | None = None, alt_text: str = ""
+) -> ProductImage:
+    if position is None:
+        last = product.images.order_by("-position").values_list("position", flat=True).first()
+        position = 0 if last is None else last + 1
+    image = ProductImage(product=product, position=position, alt_text=alt_text)
+    image.image.save(getattr(file, "name", None) or "upload.jpg", file, save=False)
+    image.save()
+    return image
+
+
+@transaction.atomic
+def product_image_delete(*, image: ProductImage) -> None:
+    image.delete()
+
+
+def product_images_mark_pending(*, image_ids: Iterable[int]) -> int:
+    """Marks images as waiting for (re-)indexing. Returns how many rows changed."""
+    return ProductImage.objects.filter(id__in=list(image_ids)).update(
+        index_status=ProductImage.IndexStatus.PENDING, index_error=""
+    )
