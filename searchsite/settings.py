@@ -149,6 +149,15 @@ EMBEDDINGS_SYNC_INTERVAL = env_float("EMBEDDINGS_SYNC_INTERVAL", 1.0)
 EMBEDDINGS_MIN_SCORE = (
     env_float("EMBEDDINGS_MIN_SCORE", 0.0) if os.environ.get("EMBEDDINGS_MIN_SCORE") else None
 )
+# Index type: flat (exact), ivf (approximate, trained at rebuild), or auto (ivf from
+# EMBEDDINGS_IVF_THRESHOLD vectors up). See `make bench` for speed and recall of each.
+EMBEDDINGS_INDEX_KIND = os.environ.get("EMBEDDINGS_INDEX_KIND", "auto")
+EMBEDDINGS_IVF_THRESHOLD = env_int("EMBEDDINGS_IVF_THRESHOLD", 200_000)
+EMBEDDINGS_IVF_NLIST = env_int("EMBEDDINGS_IVF_NLIST", 0)  # 0: 4*sqrt(n)
+EMBEDDINGS_IVF_NPROBE = env_int("EMBEDDINGS_IVF_NPROBE", 32)
+EMBEDDINGS_IVF_PQ_M = env_int("EMBEDDINGS_IVF_PQ_M", 0)  # 0: IVF-Flat; else PQ sub-quantizers
+# Torch threads per process for query encoding (0: torch's default).
+EMBEDDINGS_TORCH_THREADS = env_int("EMBEDDINGS_TORCH_THREADS", 0)
 EMBEDDINGS_QUERY_CACHE_SIZE = env_int("EMBEDDINGS_QUERY_CACHE_SIZE", 1024)
 
 # --- REST framework -------------------------------------------------------------------------
@@ -177,6 +186,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    # faiss logs which CPU build it loaded at INFO on every start.
+    "loggers": {"faiss": {"level": "WARNING"}, "faiss.loader": {"level": "WARNING"}},
 }
 
 LOGIN_URL = "admin:login"

@@ -1,0 +1,62 @@
+"""Vectors live in the database (the source of truth); the FAISS index is derived from them.
+
+Every write that changes what the index should contain appends an IndexChange row. Its
+auto-increment id is the *change sequence*: a serving process remembers the last id it applied
+and asks only for newer rows (plus ids it saw missing, which may belong to transactions that
+had not committed yet), so syncing is a small delta, never a full reload.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from django.db import models
+
+from catalog.models import ProductImage
+
+
+class ImageEmbedding(models.Model):
+    image = models.ForeignKey(ProductImage, on_delete=models.CASCADE, related_name="embeddings")
+    # Names the model *and* its weights (see ClipEncoder.model_id); vectors of different model
+    # ids are never put in one index.
+    model_id = models.CharField(max_length=255, db_index=True)
+    dim = models.PositiveIntegerField()
+    vector = models.BinaryField()  # float32, little-endian, L2-normalised, `dim` values
+    content_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["image", "model_id"], name="one_embedding_per_image_model")
+        ]
+
+    def __str__(self) -> str:
+        return f"image {self.image_id} / {self.model_id}"
+
+    @property
+    def array(self) -> np.ndarray:
+        return np.frombuffer(bytes(self.vector), dtype="<f4").astype(np.float32)
+
+    @staticmethod
+    def pack(vector: np.ndarray) -> bytes:
+        return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+
+
+class IndexChange(models.Model):
+    class Op(models.TextChoices):
+        UPSERT = "upsert", "upsert"
+        DELETE = "delete", "delete"
+
+    # id (auto-increment) is the change sequence number.
+    image_id = models.BigIntegerField(db_index=True)
+    product_id = models.BigIntegerField(null=True, blank=True)
+    # Blank for a delete: a deleted image leaves every model's index.
+    model_id = models.CharField(max_length=255, blank=True)
+    op = models.CharField(max_length=8, choices=Op.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"#{self.id} {self.op} image {self.image_id}"

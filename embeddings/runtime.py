@@ -1,0 +1,76 @@
+"""Per-process singletons: the encoder and the live index, both created on first use.
+
+Tests call ``reset()`` after changing settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from django.conf import settings
+
+from .encoder import ClipEncoder
+from .sync import LiveIndex, live_index_build, snapshot_path
+
+log = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_encoder: ClipEncoder | None = None
+_encoder_key: tuple | None = None
+_live: LiveIndex | None = None
+
+
+def get_encoder() -> ClipEncoder:
+    global _encoder, _encoder_key
+    key = (settings.EMBEDDINGS_MODEL, settings.EMBEDDINGS_PRETRAINED, settings.EMBEDDINGS_DEVICE)
+    if _encoder is None or _encoder_key != key:
+        with _lock:
+            if _encoder is None or _encoder_key != key:
+                if settings.EMBEDDINGS_TORCH_THREADS:
+                    import torch
+
+                    torch.set_num_threads(settings.EMBEDDINGS_TORCH_THREADS)
+                _encoder = ClipEncoder(
+                    settings.EMBEDDINGS_MODEL,
+                    settings.EMBEDDINGS_PRETRAINED or None,
+                    device=settings.EMBEDDINGS_DEVICE,
+                    batch_size=settings.EMBEDDINGS_BATCH_SIZE,
+                )
+                _encoder_key = key
+    return _encoder
+
+
+def get_live_index(*, sync: bool = True) -> LiveIndex:
+    """This process's index of the configured model: from the snapshot if there is one, else
+    built from the database; then brought up to date (at most every EMBEDDINGS_SYNC_INTERVAL)."""
+    global _live
+    encoder = get_encoder()
+    model_id = encoder.model_id
+    live = _live
+    if live is None or live.model_id != model_id:
+        with _lock:
+            live = _live
+            if live is None or live.model_id != model_id:
+                live = LiveIndex.load(snapshot_path(model_id), model_id=model_id)
+                if live is None or live.dim != encoder.dim:
+                    live = live_index_build(model_id=model_id, dim=encoder.dim)
+                else:
+                    live.sync()
+                _live = live
+    if sync:
+        live.maybe_sync(settings.EMBEDDINGS_SYNC_INTERVAL)
+    return live
+
+
+def set_live_index(live: LiveIndex | None) -> None:
+    global _live
+    with _lock:
+        _live = live
+
+
+def reset() -> None:
+    """Forgets the encoder and index of this process (tests; model change)."""
+    global _encoder, _encoder_key, _live
+    with _lock:
+        _encoder = _encoder_key = _live = None

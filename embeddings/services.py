@@ -1,0 +1,171 @@
+"""Writes of the embeddings app: computing and storing vectors, recording index changes,
+rebuilding and snapshotting the index."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from catalog.models import ProductImage
+
+from . import runtime
+from .encoder import ClipEncoder, ImageDecodeError, load_image
+from .models import ImageEmbedding, IndexChange
+from .sync import LiveIndex, live_index_build
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EmbedOutcome:
+    image_id: int
+    status: str  # "indexed", "skipped" (unchanged), "failed", "missing"
+    error: str = ""
+
+
+def _mark(image_id: int, status: str, error: str = "") -> None:
+    # update() instead of save(): no post_save signal, so marking never re-enqueues a task.
+    ProductImage.objects.filter(id=image_id).update(
+        index_status=status,
+        index_error=error[:2000],
+        indexed_at=timezone.now() if status == ProductImage.IndexStatus.INDEXED else None,
+    )
+
+
+def _read_image(image: ProductImage) -> tuple[bytes, str]:
+    import hashlib
+
+    with image.image.open("rb") as fh:
+        data = fh.read()
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def images_embed(
+    *, image_ids: Sequence[int], encoder: ClipEncoder | None = None, force: bool = False
+) -> list[EmbedOutcome]:
+    """Embeds product images and stores their vectors, in one model batch.
+
+    Safe to run twice: an image whose file content and model are unchanged is skipped unless
+    ``force``. Missing rows are skipped. An unreadable image is marked failed with a reason and
+    not retried; file-system errors (storage briefly unavailable) propagate so the task retries.
+    """
+    encoder = encoder or runtime.get_encoder()
+    model_id = encoder.model_id
+    images = {img.id: img for img in ProductImage.objects.filter(id__in=list(image_ids))}
+    existing = dict(
+        ImageEmbedding.objects.filter(image_id__in=list(images), model_id=model_id).values_list(
+            "image_id", "content_hash"
+        )
+    )
+    outcomes: list[EmbedOutcome] = []
+    todo: list[tuple[ProductImage, str, object]] = []
+    for image_id in image_ids:
+        image = images.get(image_id)
+        if image is None:
+            outcomes.append(EmbedOutcome(image_id, "missing"))
+            continue
+        try:
+            data, digest = _read_image(image)
+        except FileNotFoundError:
+            msg = f"The image file {image.image.name!r} is missing from storage; upload it again."
+            _mark(image_id, ProductImage.IndexStatus.FAILED, msg)
+            outcomes.append(EmbedOutcome(image_id, "failed", msg))
+            continue
+        if not force and existing.get(image_id) == digest:
+            if image.index_status != ProductImage.IndexStatus.INDEXED:
+                _mark(image_id, ProductImage.IndexStatus.INDEXED)
+            outcomes.append(EmbedOutcome(image_id, "skipped"))
+            continue
+        try:
+            pil = load_image(data, max_pixels=settings.MAX_IMAGE_PIXELS)
+        except ImageDecodeError as exc:
+            _mark(image_id, ProductImage.IndexStatus.FAILED, str(exc))
+            outcomes.append(EmbedOutcome(image_id, "failed", str(exc)))
+            continue
+        todo.append((image, digest, pil))
+
+    if todo:
+        vectors = encoder.encode_images([pil for _, _, pil in todo])  # type: ignore[misc]
+        for (image, digest, _), vector in zip(todo, vectors, strict=True):
+            _store(image=image, model_id=model_id, digest=digest, vector=vector)
+            outcomes.append(EmbedOutcome(image.id, "indexed"))
+    return outcomes
+
+
+@transaction.atomic
+def _store(*, image: ProductImage, model_id: str, digest: str, vector: np.ndarray) -> None:
+    # The image may have been deleted while we computed; then there is nothing to store.
+    if not ProductImage.objects.select_for_update().filter(id=image.id).exists():
+        return
+    ImageEmbedding.objects.update_or_create(
+        image_id=image.id,
+        model_id=model_id,
+        defaults={"dim": int(vector.shape[0]), "vector": ImageEmbedding.pack(vector), "content_hash": digest},
+    )
+    ProductImage.objects.filter(id=image.id).update(content_hash=digest)
+    _mark(image.id, ProductImage.IndexStatus.INDEXED)
+    IndexChange.objects.create(
+        image_id=image.id, product_id=image.product_id, model_id=model_id, op=IndexChange.Op.UPSERT
+    )
+
+
+def image_embed(*, image_id: int, force: bool = False) -> EmbedOutcome:
+    return images_embed(image_ids=[image_id], force=force)[0]
+
+
+def image_index_remove(*, image_id: int, product_id: int | None) -> None:
+    """Records that an image left the catalog; every serving index drops it at its next sync."""
+    IndexChange.objects.create(image_id=image_id, product_id=product_id, op=IndexChange.Op.DELETE)
+
+
+def images_enqueue(*, image_ids: Iterable[int], force: bool = False) -> int:
+    """Marks images pending and queues their embedding once the transaction commits."""
+    from .tasks import image_embed_task
+
+    ids = list(image_ids)
+    ProductImage.objects.filter(id__in=ids).update(index_status=ProductImage.IndexStatus.PENDING, index_error="")
+    for image_id in ids:
+        transaction.on_commit(lambda i=image_id: image_embed_task.delay(i, force=force))
+    return len(ids)
+
+
+def images_reembed_all(*, batch_size: int = 64, force: bool = True, progress: bool = True) -> dict[str, int]:
+    """Computes the configured model's vector for every image (model change, or repair).
+
+    Runs in this process in batches (faster than one task per image); vectors of other models
+    stay in the database but never enter this model's index.
+    """
+    from tqdm import tqdm
+
+    encoder = runtime.get_encoder()
+    ids = list(ProductImage.objects.order_by("id").values_list("id", flat=True))
+    counts = {"indexed": 0, "skipped": 0, "failed": 0, "missing": 0}
+    with tqdm(total=len(ids), desc=f"Embedding with {encoder.spec.model_name}", unit="img", disable=not progress) as bar:
+        for start in range(0, len(ids), batch_size):
+            for outcome in images_embed(image_ids=ids[start : start + batch_size], encoder=encoder, force=force):
+                counts[outcome.status] += 1
+            bar.update(min(batch_size, len(ids) - start))
+    return counts
+
+
+def index_rebuild(*, kind: str | None = None, progress: bool = True) -> LiveIndex:
+    """Rebuilds the configured model's index from the database and writes a snapshot."""
+    encoder = runtime.get_encoder()
+    live = live_index_build(model_id=encoder.model_id, dim=encoder.dim, kind=kind, progress=progress)
+    live.save()
+    runtime.set_live_index(live)
+    return live
+
+
+def index_snapshot_write() -> Path:
+    """Brings this process's index up to date and writes it atomically (with its sequence)."""
+    live = runtime.get_live_index(sync=False)
+    live.sync()
+    return live.save()
