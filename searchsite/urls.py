@@ -22,5 +22,5 @@ urlpatterns = [
 if settings.SERVE_MEDIA:
     # The embedded set-up serves uploads itself; production puts them behind the web server/CDN.
     urlpatterns += [
-        re_path(r"^%s(?P<path>.*)$" % settings.MEDIA_URL.lstrip("/"), serve, {"document_root": settings.MEDIA_ROOT})
+        re_path(rf"^{settings.MEDIA_URL.lstrip('/')}(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT})
     ]
