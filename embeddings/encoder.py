@@ -153,12 +153,12 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         arr = np.asarray(img, dtype=np.float64)
         hi = arr.max() if arr.size else 0.0
         scale = 255.0 / hi if hi > 0 else 0.0
-        return Image.fromarray((arr * scale).clip(0, 255).astype(np.uint8), "L").convert("RGB")
+        return Image.fromarray((arr * scale).clip(0, 255).astype(np.uint8)).convert("RGB")
     if img.mode == "F":
         arr = np.asarray(img, dtype=np.float64)
         lo, hi = (arr.min(), arr.max()) if arr.size else (0.0, 0.0)
         norm = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
-        return Image.fromarray((norm * 255).astype(np.uint8), "L").convert("RGB")
+        return Image.fromarray((norm * 255).astype(np.uint8)).convert("RGB")
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     if img.mode in {"RGBA", "LA", "PA", "RGBa", "La"}:

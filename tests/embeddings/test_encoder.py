@@ -1,0 +1,104 @@
+"""Image decoding and the model wrapper (no database)."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from embeddings.encoder import ClipEncoder, ImageDecodeError, ModelLoadError, load_image
+from tests.conftest import TINY_MODEL_NAME, make_image
+
+
+def encode(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def test_exif_orientation_is_applied():
+    img = Image.new("RGB", (40, 20), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    out = load_image(encode(img, "JPEG", exif=exif.tobytes()))
+    assert out.size == (20, 40)
+
+
+@pytest.mark.parametrize(
+    "mode,fmt",
+    [("P", "PNG"), ("L", "PNG"), ("LA", "PNG"), ("RGBA", "PNG"), ("CMYK", "JPEG"), ("1", "BMP"), ("RGB", "WEBP"), ("P", "GIF")],
+)
+def test_every_mode_becomes_8bit_rgb(mode, fmt):
+    out = load_image(make_image((10, 120, 200), mode=mode, fmt=fmt))
+    assert out.mode == "RGB" and out.size == (64, 64)
+
+
+def test_transparent_areas_become_white():
+    img = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
+    out = load_image(encode(img, "PNG"))
+    assert out.getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_palette_with_transparency_is_composited():
+    img = Image.new("P", (8, 8), 0)
+    img.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    img.info["transparency"] = 0
+    out = load_image(encode(img, "PNG", transparency=0))
+    assert out.getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_16bit_grayscale_is_scaled_not_clipped():
+    arr = np.full((8, 8), 30000, dtype=np.uint16)
+    arr[0, 0] = 60000
+    img = Image.fromarray(arr)  # uint16 -> mode I;16
+    out = load_image(encode(img, "PNG"))
+    r, g, b = out.getpixel((1, 1))
+    assert r == g == b and 100 < r < 160  # 30000/60000 of full scale
+
+
+@pytest.mark.parametrize("data,reason", [(b"", "not a readable image"), (b"hello world", "not a readable image")])
+def test_non_images_are_rejected_with_a_reason(data, reason):
+    with pytest.raises(ImageDecodeError, match=reason):
+        load_image(data)
+
+
+def test_truncated_image_is_rejected():
+    data = make_image(fmt="PNG", size=(128, 128))
+    with pytest.raises(ImageDecodeError):
+        load_image(data[: len(data) // 2])
+
+
+def test_decompression_bomb_is_rejected_before_decoding():
+    data = make_image(size=(300, 300))
+    with pytest.raises(ImageDecodeError, match="limit"):
+        load_image(data, max_pixels=10_000)
+
+
+def test_encoder_returns_unit_float32_rows_of_model_dimension(tiny_checkpoint):
+    enc = ClipEncoder(TINY_MODEL_NAME, str(tiny_checkpoint))
+    imgs = [load_image(make_image(c)) for c in [(255, 0, 0), (0, 255, 0), (0, 0, 255)]]
+    iv = enc.encode_images(imgs)
+    tv = enc.encode_texts(["red shirt", "green shirt"])
+    assert iv.shape == (3, enc.dim) and tv.shape == (2, enc.dim) and enc.dim == 32
+    assert iv.dtype == np.float32 and tv.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(iv, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(enc.encode_images(imgs[:1]), iv[:1], rtol=1e-5, atol=1e-6)
+    assert enc.encode_texts([]).shape == (0, 32)
+
+
+def test_model_id_changes_when_the_checkpoint_changes(tiny_checkpoint, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy.pt"
+    shutil.copy(tiny_checkpoint, copy)
+    a = ClipEncoder(TINY_MODEL_NAME, str(tiny_checkpoint)).model_id
+    assert ClipEncoder(TINY_MODEL_NAME, str(copy)).model_id == a.replace("tiny.pt", "copy.pt")
+    with open(copy, "ab") as fh:
+        fh.write(b"\0")
+    assert ClipEncoder(TINY_MODEL_NAME, str(copy)).model_id.split("@")[1] != a.split("@")[1]
+
+
+def test_missing_checkpoint_path_gives_an_actionable_error(tmp_path):
+    enc = ClipEncoder(TINY_MODEL_NAME, str(tmp_path / "nope.pt"))
+    with pytest.raises(ModelLoadError, match="EMBEDDINGS_PRETRAINED"):
+        enc.encode_texts(["x"])

@@ -1,0 +1,166 @@
+"""The live index stays in step with the database through the change sequence."""
+
+import numpy as np
+import pytest
+
+from embeddings import runtime
+from embeddings.index import VectorIndex
+from embeddings.models import ImageEmbedding, IndexChange
+from embeddings.sync import LiveIndex, live_index_build, snapshot_path
+from tests.factories import ProductImageFactory
+
+pytestmark = pytest.mark.django_db
+
+DIM = 8
+MODEL = "model-a"
+
+
+def vec(seed):
+    v = np.random.default_rng(seed).normal(size=DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+@pytest.fixture
+def no_auto_embed(monkeypatch):
+    # These tests write vectors by hand; keep the signal from queueing real embedding.
+    monkeypatch.setattr("embeddings.services.images_enqueue", lambda **kw: 0)
+
+
+def put(image, seed, model=MODEL, change_id=None):
+    ImageEmbedding.objects.update_or_create(
+        image=image, model_id=model, defaults={"dim": DIM, "vector": ImageEmbedding.pack(vec(seed)), "content_hash": "x"}
+    )
+    kwargs = {"id": change_id} if change_id else {}
+    return IndexChange.objects.create(image_id=image.id, product_id=image.product_id, model_id=model, op="upsert", **kwargs)
+
+
+def empty_live():
+    return LiveIndex(model_id=MODEL, index=VectorIndex(DIM))
+
+
+def top(live, seed):
+    hits = live.index.search(vec(seed), 1)[0]
+    return hits[0].id if hits else None
+
+
+def test_sync_applies_adds_updates_and_deletes_as_deltas(no_auto_embed):
+    live = empty_live()
+    a, b = ProductImageFactory(), ProductImageFactory()
+    put(a, 1)
+    put(b, 2)
+    assert live.sync() == 2
+    assert len(live) == 2 and top(live, 2) == b.id
+    put(b, 3)  # update: b now looks like seed 3
+    assert live.sync() == 1
+    assert top(live, 3) == b.id and len(live) == 2
+    b_id = b.id
+    b.delete()  # signal records the delete
+    assert live.sync() == 1
+    assert len(live) == 1 and b_id not in live.index.ids()
+    assert live.sync() == 0, "nothing new: no work"
+
+
+def test_vectors_of_another_model_never_enter_the_index(no_auto_embed):
+    live = empty_live()
+    a, b = ProductImageFactory(), ProductImageFactory()
+    put(a, 1)
+    put(b, 2, model="model-b")
+    live.sync()
+    assert live.index.ids().tolist() == [a.id]
+    built = live_index_build(model_id=MODEL, dim=DIM)
+    assert built.index.ids().tolist() == [a.id]
+
+
+def test_a_change_committed_late_with_a_lower_id_is_still_applied(no_auto_embed):
+    live = empty_live()
+    a, b, c = ProductImageFactory(), ProductImageFactory(), ProductImageFactory()
+    first = put(a, 1)
+    live.sync()
+    # b's transaction took id first+1 but commits after c's (id first+2): simulate the order.
+    put(c, 3, change_id=first.id + 2)
+    live.sync()
+    assert first.id + 1 in live.gaps
+    assert b.id not in live.index.ids()
+    put(b, 2, change_id=first.id + 1)
+    live.sync()
+    assert b.id in live.index.ids() and not live.gaps
+    assert live.seq == first.id + 2
+
+
+def test_gaps_expire(no_auto_embed, monkeypatch):
+    live = empty_live()
+    a = ProductImageFactory()
+    put(a, 1, change_id=5)
+    live.sync()
+    assert set(live.gaps) == {1, 2, 3, 4}
+    monkeypatch.setattr("embeddings.sync.GAP_TIMEOUT_S", -1.0)
+    live.sync()
+    assert live.gaps == {}
+
+
+def test_upsert_whose_vector_was_deleted_meanwhile_is_removed(no_auto_embed):
+    live = empty_live()
+    a = ProductImageFactory()
+    put(a, 1)
+    live.sync()
+    put(a, 2)
+    ImageEmbedding.objects.filter(image=a).delete()  # e.g. wiped for re-embedding
+    live.sync()
+    assert len(live) == 0
+
+
+def test_snapshot_then_delta_restores_the_same_index(no_auto_embed, tmp_path):
+    images = [ProductImageFactory() for _ in range(5)]
+    for i, img in enumerate(images):
+        put(img, i)
+    live = live_index_build(model_id=MODEL, dim=DIM)
+    path = live.save(tmp_path / "snap.index")
+    # After the snapshot: one add, one delete.
+    extra = ProductImageFactory()
+    put(extra, 99)
+    gone = images[0].id
+    images[0].delete()
+    restored = LiveIndex.load(path, model_id=MODEL)
+    assert restored.seq == live.seq and len(restored) == 5
+    assert restored.sync() == 2, "only the delta since the snapshot is read"
+    assert sorted(restored.index.ids().tolist()) == sorted([i.id for i in images[1:]] + [extra.id])
+    assert gone not in restored.index.ids()
+
+
+def test_snapshot_of_another_model_or_damaged_file_is_ignored(no_auto_embed, tmp_path):
+    a = ProductImageFactory()
+    put(a, 1)
+    live = live_index_build(model_id=MODEL, dim=DIM)
+    path = live.save(tmp_path / "snap.index")
+    assert LiveIndex.load(path, model_id="model-b") is None
+    path.write_bytes(b"garbage")
+    assert LiveIndex.load(path, model_id=MODEL) is None
+    assert LiveIndex.load(tmp_path / "missing.index", model_id=MODEL) is None
+
+
+def test_build_rejects_vectors_of_the_wrong_dimension(no_auto_embed):
+    a = ProductImageFactory()
+    put(a, 1)
+    with pytest.raises(ValueError, match="reembed"):
+        live_index_build(model_id=MODEL, dim=DIM + 1)
+
+
+def test_snapshot_file_name_is_per_model(settings, tmp_path):
+    settings.EMBEDDINGS_INDEX_DIR = tmp_path
+    assert snapshot_path("m/a") != snapshot_path("m/b")
+    assert snapshot_path("m/a").parent == tmp_path
+
+
+def test_serving_process_starts_from_snapshot_and_picks_up_new_uploads(django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        first = ProductImageFactory()
+    from embeddings import services
+
+    services.index_rebuild(progress=False)
+    runtime.reset()  # a new process
+    live = runtime.get_live_index()
+    assert live.index.ids().tolist() == [first.id]
+    with django_capture_on_commit_callbacks(execute=True):
+        second = ProductImageFactory()
+    live = runtime.get_live_index()  # sync interval is 0 in tests
+    assert sorted(live.index.ids().tolist()) == sorted([first.id, second.id])
