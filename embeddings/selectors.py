@@ -84,10 +84,16 @@ def image_vector(image: Image.Image) -> np.ndarray:
     return runtime.get_encoder().encode_images([image])[0]
 
 
-def query_vector(*, text: str | None = None, image: Image.Image | None = None) -> np.ndarray:
-    """The query's unit vector. Text and image together: the normalised mean of both."""
+def query_vector(
+    *, text: str | None = None, image: Image.Image | None = None, image_vec: np.ndarray | None = None
+) -> np.ndarray:
+    """The query's unit vector. Text and image together: the normalised mean of both.
+
+    ``image_vec`` is an image query already encoded (a unit vector from an earlier
+    ``query_vector(image=...)``): the search page keeps it between requests instead of the photo.
+    """
     text = normalize_query_text(text)
-    if not text and image is None:
+    if not text and image is None and image_vec is None:
         raise SearchError("Give a text query (q), an image, or both.")
     if len(text) > MAX_QUERY_CHARS:
         raise SearchError(f"The text query is {len(text)} characters long; the limit is {MAX_QUERY_CHARS}.")
@@ -96,6 +102,8 @@ def query_vector(*, text: str | None = None, image: Image.Image | None = None) -
         parts.append(text_vector(text))
     if image is not None:
         parts.append(image_vector(image))
+    if image_vec is not None:
+        parts.append(np.asarray(image_vec, dtype=np.float32))
     return l2_normalize(np.mean(parts, axis=0))
 
 
