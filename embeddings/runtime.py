@@ -5,8 +5,10 @@ Tests call ``reset()`` after changing settings.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+from pathlib import Path
 
 from django.conf import settings
 
@@ -39,6 +41,34 @@ def get_encoder() -> ClipEncoder:
                 )
                 _encoder_key = key
     return _encoder
+
+
+def model_card(encoder: ClipEncoder | None = None) -> dict:
+    """The JSON model card kept beside a checkpoint (``X.card.json`` or ``X.pt.card.json``)."""
+    encoder = encoder or get_encoder()
+    pretrained = encoder.spec.pretrained
+    if not pretrained or not Path(pretrained).is_file():
+        return {}
+    path = Path(pretrained)
+    for candidate in (path.with_suffix(".card.json"), Path(str(path) + ".card.json")):
+        if candidate.is_file():
+            try:
+                return json.loads(candidate.read_text())
+            except (OSError, ValueError):
+                log.warning("Ignoring unreadable model card %s", candidate)
+    return {}
+
+
+def get_min_score() -> float | None:
+    """Cosine score under which a text query's results count as "no good match".
+
+    EMBEDDINGS_MIN_SCORE wins when set; otherwise the model card's calibrated ``min_score``;
+    otherwise no threshold (a model nobody calibrated gets no arbitrary cut-off).
+    """
+    if settings.EMBEDDINGS_MIN_SCORE is not None:
+        return settings.EMBEDDINGS_MIN_SCORE
+    value = model_card().get("min_score")
+    return float(value) if value is not None else None
 
 
 def get_live_index(*, sync: bool = True) -> LiveIndex:

@@ -178,11 +178,12 @@ def product_search(
 ) -> list[ProductHit]:
     """Products matching a text query, an image query, or both (their mean vector).
 
-    Text-only queries drop results below EMBEDDINGS_MIN_SCORE, so a query that matches nothing
+    Text-only queries drop results below the model's "no good match" score (runtime.get_min_score),
+    so a query that matches nothing
     in the catalog returns an honest empty list instead of arbitrary products.
     """
     vector = query_vector(text=text, image=image)
-    min_score = settings.EMBEDDINGS_MIN_SCORE if image is None else None
+    min_score = runtime.get_min_score() if image is None else None
     return product_search_by_vector(
         vector, limit=limit, category=category, price_min=price_min, price_max=price_max, min_score=min_score
     )

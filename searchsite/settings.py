@@ -145,7 +145,8 @@ EMBEDDINGS_BATCH_SIZE = env_int("EMBEDDINGS_BATCH_SIZE", 32)
 EMBEDDINGS_INDEX_DIR = Path(os.environ.get("EMBEDDINGS_INDEX_DIR", DATA_DIR / "index"))
 # How often (seconds) a serving process asks the database for index changes.
 EMBEDDINGS_SYNC_INTERVAL = env_float("EMBEDDINGS_SYNC_INTERVAL", 1.0)
-# Results scoring below this cosine similarity are dropped ("no good match"). None = keep all.
+# Text-query results scoring below this cosine similarity are dropped ("no good match"). Unset:
+# the model card's calibrated min_score; -1 keeps everything.
 EMBEDDINGS_MIN_SCORE = (
     env_float("EMBEDDINGS_MIN_SCORE", 0.0) if os.environ.get("EMBEDDINGS_MIN_SCORE") else None
 )

@@ -1,0 +1,120 @@
+"""Search selectors: collapsing images to products, filters, thresholds, similar products."""
+
+import json
+import shutil
+from decimal import Decimal
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from catalog import services as catalog_services
+from embeddings import runtime, selectors
+from embeddings.encoder import load_image
+from tests.conftest import make_image
+from tests.factories import CategoryFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+COLOURS = [(230, 20, 20), (20, 200, 20), (20, 20, 230), (230, 230, 20), (20, 230, 230), (230, 20, 230)]
+
+
+def product(title, colours, **kw):
+    files = [SimpleUploadedFile(f"{i}.png", make_image(c, shape=s)) for i, (c, s) in enumerate(colours)]
+    return catalog_services.product_create(title=title, images=files, **kw)
+
+
+def query(colour, shape="circle"):
+    return load_image(make_image(colour, shape=shape))
+
+
+def test_several_images_of_one_product_collapse_to_one_result_with_the_best_score():
+    multi = product("Two-image tee", [(COLOURS[0], "circle"), (COLOURS[1], "square")])
+    other = product("Other", [(COLOURS[2], "stripes")])
+    hits = selectors.product_search(image=query(COLOURS[1], "square"), limit=10)
+    assert [h.product.id for h in hits] == [multi.id, other.id]
+    assert hits[0].image_id == multi.images.get(position=1).id
+    assert hits[0].score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_filters_by_category_and_price_and_hide_inactive_products():
+    shirts, bags = CategoryFactory(name="Shirts"), CategoryFactory(name="Bags")
+    cheap = product("Cheap shirt", [(COLOURS[0], "circle")], category=shirts, price=Decimal("10"))
+    dear = product("Dear shirt", [(COLOURS[1], "circle")], category=shirts, price=Decimal("90"))
+    bag = product("Bag", [(COLOURS[2], "circle")], category=bags, price=Decimal("50"))
+    hidden = product("Hidden", [(COLOURS[3], "circle")], category=shirts, is_active=False)
+    q = query(COLOURS[0])
+    ids = lambda **kw: {h.product.id for h in selectors.product_search(image=q, limit=50, **kw)}  # noqa: E731
+    assert ids() == {cheap.id, dear.id, bag.id}
+    assert ids(category="shirts") == {cheap.id, dear.id}
+    assert ids(price_min=Decimal("20")) == {dear.id, bag.id}
+    assert ids(price_max=Decimal("60"), category="bags") == {bag.id}
+    assert hidden.id not in ids()
+
+
+def test_filters_reach_past_the_first_page_of_vector_hits():
+    shirts, bags = CategoryFactory(name="Shirts"), CategoryFactory(name="Bags")
+    many = [product(f"Shirt {i}", [(((i * 8) % 255, 30, 30), "circle")], category=shirts) for i in range(30)]
+    far_bag = product("Far bag", [((10, 10, 250), "stripes")], category=bags)
+    hits = selectors.product_search(image=query((0, 30, 30)), limit=1, category="bags")
+    assert [h.product.id for h in hits] == [far_bag.id]
+    assert len(many) == 30
+
+
+def test_text_and_image_together_use_both(settings):
+    a = product("A", [(COLOURS[0], "circle")])
+    product("B", [(COLOURS[2], "square")])
+    both = selectors.query_vector(text="a red tee", image=query(COLOURS[0]))
+    text_only = selectors.query_vector(text="a red tee")
+    image_only = selectors.query_vector(image=query(COLOURS[0]))
+    assert float(both @ text_only) < 0.9999 and float(both @ image_only) < 0.9999
+    assert float(both @ text_only) > 0 and float(both @ image_only) > 0
+    assert selectors.product_search(text="a red tee", image=query(COLOURS[0]), limit=5)[0].product.id == a.id
+
+
+def test_missing_or_overlong_query_is_a_search_error():
+    with pytest.raises(selectors.SearchError, match="Give a text query"):
+        selectors.product_search(text="   ")
+    with pytest.raises(selectors.SearchError, match="limit is 500"):
+        selectors.product_search(text="x" * 501)
+
+
+def test_min_score_turns_weak_text_matches_into_no_results(settings):
+    product("A", [(COLOURS[0], "circle")])
+    assert selectors.product_search(text="anything", limit=5)
+    settings.EMBEDDINGS_MIN_SCORE = 0.9999
+    assert selectors.product_search(text="anything", limit=5) == []
+    # Image queries are never cut off: the shopper showed us what they want.
+    assert selectors.product_search(image=query(COLOURS[1]), limit=5)
+
+
+def test_min_score_defaults_to_the_model_cards_calibrated_value(settings, tiny_checkpoint, tmp_path):
+    ckpt = tmp_path / "carded.pt"
+    shutil.copy(tiny_checkpoint, ckpt)
+    shutil.copy(str(tiny_checkpoint) + ".json", str(ckpt) + ".json")
+    (tmp_path / "carded.card.json").write_text(json.dumps({"min_score": 0.42}))
+    settings.EMBEDDINGS_PRETRAINED = str(ckpt)
+    runtime.reset()
+    assert runtime.get_min_score() == 0.42
+    settings.EMBEDDINGS_MIN_SCORE = -1.0
+    assert runtime.get_min_score() == -1.0
+
+
+def test_similar_products_exclude_the_product_itself_and_rank_lookalikes_first():
+    base = product("Base", [(COLOURS[0], "circle"), (COLOURS[0], "square")])
+    twin = product("Twin", [(COLOURS[0], "circle")])
+    product("Different", [(COLOURS[2], "stripes")])
+    hits = selectors.product_similar(product_id=base.id, limit=5)
+    assert base.id not in [h.product.id for h in hits]
+    assert hits[0].product.id == twin.id
+    assert selectors.product_similar(product_id=999999) == []
+
+
+def test_query_text_vectors_are_cached(monkeypatch):
+    product("A", [(COLOURS[0], "circle")])
+    encoder = runtime.get_encoder()
+    calls = []
+    real = encoder.encode_texts
+    monkeypatch.setattr(encoder, "encode_texts", lambda texts: calls.append(texts) or real(texts))
+    selectors.product_search(text="Blue  Shirt", limit=3)
+    selectors.product_search(text="blue shirt", limit=3)
+    assert len(calls) == 1
