@@ -1,0 +1,80 @@
+"""manage.py index_status: how many images are pending / indexed / failed, and the index itself."""
+
+from __future__ import annotations
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db.models import Max
+
+from catalog.models import ProductImage
+from embeddings import runtime, selectors
+from embeddings.encoder import ModelLoadError
+from embeddings.models import ImageEmbedding, IndexChange
+from embeddings.sync import snapshot_path
+
+
+class Command(BaseCommand):
+    help = (
+        "Shows indexing progress (pending / indexed / failed images), the index size and the model."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--json", dest="as_json", action="store_true", help="Print one JSON object."
+        )
+        parser.add_argument(
+            "--failed", action="store_true", help="Also list failed images and why."
+        )
+
+    def handle(self, *args, as_json=False, failed=False, **options):
+        counts = selectors.index_status_counts()
+        try:
+            encoder = runtime.get_encoder()
+            model_id = encoder.model_id
+            live = runtime.get_live_index()
+        except ModelLoadError as exc:
+            raise CommandError(
+                f"{exc}\nFix the model settings, then run index_status again."
+            ) from exc
+        path = snapshot_path(model_id)
+        info = {
+            "model_id": model_id,
+            "dim": live.dim,
+            "images": counts,
+            "vectors_of_this_model": ImageEmbedding.objects.filter(model_id=model_id).count(),
+            "index_size": len(live),
+            "index_kind": live.index.params.kind,
+            "index_seq": live.seq,
+            "db_seq": IndexChange.objects.aggregate(m=Max("id"))["m"] or 0,
+            "snapshot": str(path) if path.is_file() else None,
+        }
+        if failed:
+            info["failed"] = list(
+                ProductImage.objects.filter(index_status=ProductImage.IndexStatus.FAILED).values(
+                    "id", "product_id", "index_error"
+                )[:200]
+            )
+        if as_json:
+            self.stdout.write(json.dumps(info, indent=2, default=str))
+            return
+        self.stdout.write(f"Model:    {model_id} (dim {live.dim})")
+        self.stdout.write(
+            "Images:   {pending} pending, {indexed} indexed, {failed} failed".format(**counts)
+        )
+        self.stdout.write(
+            f"Index:    {info['index_size']} vectors ({info['index_kind']}), sequence {live.seq} "
+            f"of {info['db_seq']}; {info['vectors_of_this_model']} vectors of this model in the database"
+        )
+        self.stdout.write(
+            f"Snapshot: {info['snapshot'] or 'none yet (run manage.py snapshot_index)'}"
+        )
+        for row in info.get("failed", []):
+            self.stdout.write(
+                f"  failed image {row['id']} (product {row['product_id']}): {row['index_error']}"
+            )
+        if counts["pending"]:
+            self.stdout.write(
+                "Pending images are embedded by the Celery workers (make worker), or now in this "
+                "process with: manage.py reembed --only-missing"
+            )
