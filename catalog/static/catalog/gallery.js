@@ -1,0 +1,17 @@
+// Product gallery: a thumbnail click shows that photo in the main frame. Without this script
+// a thumbnail is a plain link to the full photo.
+(function () {
+  "use strict";
+  var main = document.querySelector("[data-gallery-main]");
+  if (!main) return;
+  var thumbs = document.querySelectorAll("[data-gallery-thumb]");
+  thumbs.forEach(function (link) {
+    link.addEventListener("click", function (event) {
+      event.preventDefault();
+      main.src = link.href;
+      main.alt = link.querySelector("img").alt.replace(/ \(photo \d+\)$/, "");
+      thumbs.forEach(function (other) { other.removeAttribute("aria-current"); });
+      link.setAttribute("aria-current", "true");
+    });
+  });
+})();

@@ -1,0 +1,108 @@
+"""Forms of the shopper-facing search page: they turn query strings and uploads into clean
+values or messages a shopper can act on, so bad input never reaches the selectors."""
+
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+from django.template.defaultfilters import filesizeformat
+
+from catalog.selectors import category_list
+
+from .encoder import ImageDecodeError, load_image
+from .selectors import MAX_QUERY_CHARS
+
+PRICE_FIELD = {"required": False, "min_value": 0, "max_digits": 10, "decimal_places": 2}
+
+
+class FilterForm(forms.Form):
+    """Text query and shopper filters; shared by the GET search form and the photo upload."""
+
+    q = forms.CharField(
+        required=False,
+        max_length=MAX_QUERY_CHARS,
+        label="Search",
+        error_messages={
+            "max_length": "The search text is too long: keep it under %(limit_value)d characters "
+            "(it has %(show_value)d)."
+        },
+    )
+    category = forms.ChoiceField(
+        required=False,
+        error_messages={"invalid_choice": "That category does not exist; pick one from the list."},
+    )
+    price_min = forms.DecimalField(
+        label="Min price", error_messages={"invalid": "Min price must be a number, e.g. 10 or 9.99."}, **PRICE_FIELD
+    )
+    price_max = forms.DecimalField(
+        label="Max price", error_messages={"invalid": "Max price must be a number, e.g. 50 or 49.99."}, **PRICE_FIELD
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Read per form, not at import: categories change while the server runs.
+        self.fields["category"].choices = [("", "All categories")] + [
+            (c.slug, c.name) for c in category_list()
+        ]
+
+    def clean_q(self) -> str:
+        # Collapse runs of whitespace the way the selector does, so the limit counts the same.
+        return " ".join((self.cleaned_data.get("q") or "").split())
+
+    def clean(self):
+        cleaned = super().clean()
+        low, high = cleaned.get("price_min"), cleaned.get("price_max")
+        if low is not None and high is not None and low > high:
+            raise forms.ValidationError("Min price is higher than max price; swap them or clear one.")
+        return cleaned
+
+    def filters(self) -> dict:
+        """The filters as keyword arguments for the selectors."""
+        return {
+            "category": self.cleaned_data.get("category") or None,
+            "price_min": self.cleaned_data.get("price_min"),
+            "price_max": self.cleaned_data.get("price_max"),
+        }
+
+
+class SearchForm(FilterForm):
+    """GET `/`: a text query, a stored photo query (qi token) or a "similar to" product."""
+
+    qi = forms.CharField(required=False, max_length=64, widget=forms.HiddenInput)
+    similar = forms.IntegerField(
+        required=False,
+        min_value=1,
+        widget=forms.HiddenInput,
+        error_messages={"invalid": "That link to similar products is broken."},
+    )
+
+
+class PhotoSearchForm(FilterForm):
+    """POST `/`: a photo (the client may have cropped it already), optionally with text."""
+
+    image = forms.FileField(
+        required=False,
+        label="Photo",
+        widget=forms.ClearableFileInput(attrs={"accept": "image/*"}),
+    )
+
+    def clean_image(self):
+        upload = self.cleaned_data.get("image")
+        if upload is None:
+            return None
+        limit = settings.MAX_UPLOAD_BYTES
+        if upload.size > limit:
+            raise forms.ValidationError(
+                f"The photo is {filesizeformat(upload.size)}; the limit is {filesizeformat(limit)}. "
+                "Crop it or upload a smaller photo."
+            )
+        try:
+            return load_image(upload, max_pixels=settings.MAX_IMAGE_PIXELS)
+        except ImageDecodeError as exc:
+            raise forms.ValidationError(str(exc)) from exc
+
+    def clean(self):
+        cleaned = super().clean()
+        if not self.errors and cleaned.get("image") is None and not cleaned.get("q"):
+            raise forms.ValidationError("Choose a photo to search with (or type what you are looking for).")
+        return cleaned
