@@ -1,3 +1,9 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from . import views
+
+# Included into the "api-v1" namespace by searchsite/urls.py.
+urlpatterns = [
+    path("search/", views.SearchView.as_view(), name="search"),
+    path("products/<int:pk>/similar/", views.ProductSimilarView.as_view(), name="product-similar"),
+]

@@ -1,0 +1,139 @@
+"""Catalog JSON: shapes only. Writes are done by catalog.services, called from the views."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.urls import NoReverseMatch
+from rest_framework import serializers
+
+from searchsite.api import ApiError
+
+from ..models import Category, Product, ProductImage
+from ..validators import CODE_INVALID, UPLOAD_ERROR_STATUS, validate_image_upload
+
+
+class ErrorBodySerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="Machine-readable, e.g. invalid, not_found, invalid_image.")
+    message = serializers.CharField(help_text="A sentence a person can act on.")
+    details = serializers.JSONField(required=False, help_text="Per-field errors, when there are any.")
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The one error shape of the API (see searchsite.api)."""
+
+    error = ErrorBodySerializer()
+
+
+class ImageUploadField(serializers.FileField):
+    """An uploaded image checked by catalog.validators.
+
+    A rejection is raised as ApiError, not as a field error, so it keeps its own status:
+    413 too large, 415 unsupported type, 400 corrupt or too many pixels.
+    """
+
+    def to_internal_value(self, data):
+        file = super().to_internal_value(data)
+        try:
+            validate_image_upload(file)
+        except DjangoValidationError as exc:
+            code = exc.code or CODE_INVALID
+            # Name the file: a create request may carry several.
+            raise ApiError(
+                f"{getattr(file, 'name', None) or 'upload'}: {exc.messages[0]}",
+                code=code,
+                status_code=UPLOAD_ERROR_STATUS.get(code, 400),
+            ) from None
+        return file
+
+
+class CategorySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Category
+        fields = ["id", "name", "slug"]
+
+
+class ProductImageSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ProductImage
+        fields = ["id", "url", "position", "alt_text", "index_status", "index_error"]
+
+    def get_url(self, obj: ProductImage) -> str | None:
+        if not obj.image:
+            return None
+        request = self.context.get("request")
+        url = obj.image.url
+        return request.build_absolute_uri(url) if request else url
+
+
+class ProductSerializer(serializers.ModelSerializer):
+    category = CategorySerializer(allow_null=True)
+    images = ProductImageSerializer(many=True)
+    url = serializers.SerializerMethodField(help_text="The product's page on the shop site.")
+
+    class Meta:
+        model = Product
+        fields = [
+            "id",
+            "title",
+            "description",
+            "price",
+            "sku",
+            "is_active",
+            "category",
+            "url",
+            "images",
+            "created_at",
+            "updated_at",
+        ]
+
+    def get_url(self, obj: Product) -> str | None:
+        try:
+            path = obj.get_absolute_url()
+        except NoReverseMatch:
+            # The product pages are a separate part of the site; without them there is no URL.
+            return None
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+
+class ProductWriteSerializer(serializers.Serializer):
+    """PUT replaces the fields (missing optional ones get their defaults); PATCH changes only
+    the given ones. `category` is a category *name*, created if new; empty or null clears it."""
+
+    title = serializers.CharField(max_length=255)
+    description = serializers.CharField(allow_blank=True, required=False, default="")
+    price = serializers.DecimalField(
+        max_digits=10, decimal_places=2, min_value=0, allow_null=True, required=False, default=None
+    )
+    sku = serializers.CharField(
+        max_length=64, required=False, allow_blank=True, help_text="Generated when left out on create."
+    )
+    category = serializers.CharField(
+        max_length=120, allow_blank=True, allow_null=True, required=False, default=None
+    )
+    # default=True also stops a multipart form that leaves the field out from meaning False.
+    is_active = serializers.BooleanField(required=False, default=True)
+
+    def validate_category(self, value: str | None) -> str | None:
+        value = (value or "").strip()
+        return value or None
+
+
+class ProductCreateSerializer(ProductWriteSerializer):
+    images = serializers.ListField(
+        child=ImageUploadField(),
+        required=False,
+        default=list,
+        max_length=20,
+        help_text="Multipart only: one or more image files (repeat the field).",
+    )
+
+
+class ProductImageCreateSerializer(serializers.Serializer):
+    image = ImageUploadField(help_text="JPEG, PNG, WebP, GIF, BMP or TIFF, at most MAX_UPLOAD_BYTES.")
+    alt_text = serializers.CharField(max_length=255, allow_blank=True, required=False, default="")
+    position = serializers.IntegerField(
+        min_value=0, required=False, allow_null=True, default=None, help_text="Defaults to after the last image."
+    )

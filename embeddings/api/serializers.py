@@ -1,0 +1,100 @@
+"""Search API shapes: the parameters (query string or multipart form) and the ranked results."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
+from PIL import Image
+from rest_framework import serializers
+
+from catalog.api.serializers import ProductSerializer
+from catalog.validators import validate_upload_size
+from searchsite.api import MAX_PAGE_SIZE, ApiError
+
+from ..encoder import ImageDecodeError, load_image
+
+DEFAULT_PAGE_SIZE = 24
+DEFAULT_SIMILAR = 12
+
+
+class QueryImageField(serializers.FileField):
+    """An uploaded query image, decoded to RGB (never stored).
+
+    Too large -> 413; not decodable -> 400 ``invalid_image``: raised as ApiError so the
+    status survives field validation.
+    """
+
+    def to_internal_value(self, data) -> Image.Image:
+        file = super().to_internal_value(data)
+        try:
+            validate_upload_size(file)
+        except DjangoValidationError as exc:
+            raise ApiError(exc.messages[0], code="file_too_large", status_code=413) from None
+        try:
+            return load_image(file, max_pixels=settings.MAX_IMAGE_PIXELS)
+        except ImageDecodeError as exc:
+            raise ApiError(str(exc), code="invalid_image") from None
+
+
+class SearchFilterSerializer(serializers.Serializer):
+    category = serializers.CharField(required=False, allow_blank=True, help_text="Category slug.")
+    price_min = serializers.DecimalField(
+        max_digits=10, decimal_places=2, required=False, allow_null=True, help_text="Lowest price, inclusive."
+    )
+    price_max = serializers.DecimalField(
+        max_digits=10, decimal_places=2, required=False, allow_null=True, help_text="Highest price, inclusive."
+    )
+    page = serializers.IntegerField(min_value=1, required=False, default=1)
+    page_size = serializers.IntegerField(
+        min_value=1, max_value=MAX_PAGE_SIZE, required=False, default=DEFAULT_PAGE_SIZE
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        low, high = attrs.get("price_min"), attrs.get("price_max")
+        if low is not None and high is not None and low > high:
+            raise serializers.ValidationError(
+                {"price_min": f"price_min ({low}) is greater than price_max ({high}); swap them."}
+            )
+        return attrs
+
+
+class SearchQuerySerializer(SearchFilterSerializer):
+    q = serializers.CharField(
+        required=False, allow_blank=True, trim_whitespace=True, help_text="Text query, e.g. `giraffe shirt`."
+    )
+
+
+class SearchFormSerializer(SearchQuerySerializer):
+    image = QueryImageField(
+        required=False,
+        allow_null=True,
+        help_text="Query image (JPEG, PNG, WebP, GIF, BMP or TIFF). With `q` too, both count equally.",
+    )
+
+
+class SimilarQuerySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(min_value=1, max_value=MAX_PAGE_SIZE, required=False, default=DEFAULT_SIMILAR)
+
+
+class SearchHitSerializer(serializers.Serializer):
+    score = serializers.FloatField(help_text="Cosine similarity of the best-matching image, higher is better.")
+    matched_image_id = serializers.IntegerField(source="image_id")
+    product = ProductSerializer()
+
+
+class SearchQueryEchoSerializer(serializers.Serializer):
+    text = serializers.CharField(allow_blank=True)
+    image = serializers.BooleanField()
+
+
+class SearchResponseSerializer(serializers.Serializer):
+    count = serializers.IntegerField(help_text="Products in the ranked result (at most 1000).")
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    query = SearchQueryEchoSerializer()
+    results = SearchHitSerializer(many=True)
+
+
+class SimilarResponseSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    results = SearchHitSerializer(many=True)

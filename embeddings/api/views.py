@@ -1,0 +1,142 @@
+"""Search REST endpoints: text search (GET), image and/or text search (POST multipart), and
+"more like this". Public. The views parse parameters, call embeddings.selectors, and page the
+ranked list."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework.exceptions import NotFound
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.utils.urls import remove_query_param, replace_query_param
+from rest_framework.views import APIView
+
+from catalog import selectors as catalog_selectors
+from catalog.api.serializers import ErrorSerializer
+from searchsite.api import ApiError
+
+from .. import selectors
+from .serializers import (
+    SearchFormSerializer,
+    SearchHitSerializer,
+    SearchQuerySerializer,
+    SearchResponseSerializer,
+    SimilarQuerySerializer,
+    SimilarResponseSerializer,
+)
+
+TAG = "search"
+# The ranked list is computed up to this depth and paged in memory, so `count` is exact up to it.
+SEARCH_DEPTH = selectors.MAX_RESULTS
+
+
+def _error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(ErrorSerializer, description=description)
+
+
+SEARCH_ERRORS = {
+    400: _error("No query, a bad parameter, or an unreadable image (`invalid_image`)."),
+    404: _error("The page is past the last page of results."),
+}
+
+
+def _page(request: Request, hits: Sequence[selectors.ProductHit], *, page: int, page_size: int) -> dict:
+    count = len(hits)
+    last = max(1, math.ceil(count / page_size))
+    if page > last:
+        raise ApiError(
+            f"Page {page} is past the last page of results ({last}).", code="not_found", status_code=404
+        )
+    url = request.build_absolute_uri()
+    next_url = replace_query_param(url, "page", page + 1) if page < last else None
+    if page <= 1:
+        previous_url = None
+    elif page == 2:
+        previous_url = remove_query_param(url, "page")
+    else:
+        previous_url = replace_query_param(url, "page", page - 1)
+    start = (page - 1) * page_size
+    return {"count": count, "next": next_url, "previous": previous_url, "results": hits[start : start + page_size]}
+
+
+class SearchView(APIView):
+    permission_classes = [AllowAny]
+    # POST is a read (a search by image), not a write: no staff needed.
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(
+        tags=[TAG],
+        summary="Search products by text",
+        parameters=[SearchQuerySerializer],
+        responses={200: SearchResponseSerializer, **SEARCH_ERRORS},
+    )
+    def get(self, request: Request) -> Response:
+        return self._search(request, request.query_params.dict())
+
+    @extend_schema(
+        tags=[TAG],
+        summary="Search products by image, or image and text",
+        description="Multipart form with an `image` file and/or `q`. Filters and `page` may be "
+        "form fields or query parameters (query parameters win, so the `next` link works when "
+        "the same form is posted to it again).",
+        request={"multipart/form-data": SearchFormSerializer},
+        responses={
+            200: SearchResponseSerializer,
+            **SEARCH_ERRORS,
+            413: _error("The image is larger than MAX_UPLOAD_BYTES."),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        params = {key: request.data.get(key) for key in request.data}
+        params.update(request.query_params.dict())
+        return self._search(request, params)
+
+    def _search(self, request: Request, params: dict) -> Response:
+        serializer = SearchFormSerializer(data=params)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        text, image = data.get("q") or "", data.get("image")
+        try:
+            hits = selectors.product_search(
+                text=text,
+                image=image,
+                limit=SEARCH_DEPTH,
+                category=data.get("category") or None,
+                price_min=data.get("price_min"),
+                price_max=data.get("price_max"),
+            )
+        except selectors.SearchError as exc:
+            raise ApiError(str(exc)) from None
+        body = _page(request, hits, page=data["page"], page_size=data["page_size"])
+        body["query"] = {"text": selectors.normalize_query_text(text), "image": image is not None}
+        body["results"] = SearchHitSerializer(body["results"], many=True, context={"request": request}).data
+        return Response(body)
+
+
+class ProductSimilarView(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        tags=[TAG],
+        summary="Products that look like this one",
+        description="Ranked by similarity to the product's images; the product itself is left out.",
+        parameters=[SimilarQuerySerializer],
+        responses={
+            200: SimilarResponseSerializer,
+            400: _error("Bad `limit` (1..100)."),
+            404: _error("No such product, or it is not active."),
+        },
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        params = SimilarQuerySerializer(data=request.query_params.dict())
+        params.is_valid(raise_exception=True)
+        if catalog_selectors.product_get(product_id=pk) is None:
+            raise NotFound(f"There is no active product with id {pk}.")
+        hits = selectors.product_similar(product_id=pk, limit=params.validated_data["limit"])
+        results = SearchHitSerializer(hits, many=True, context={"request": request}).data
+        return Response({"count": len(hits), "results": results})
