@@ -1,0 +1,109 @@
+"""The product page at `/products/<id>/`."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from catalog import services as catalog_services
+from tests.conftest import make_image
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def create(title: str, *colors, active: bool = True, **fields):
+    images = [SimpleUploadedFile(f"{i}.png", make_image(color)) for i, color in enumerate(colors)]
+    return catalog_services.product_create(title=title, is_active=active, images=images, **fields)
+
+
+def more_like_this_titles(html: str) -> list[str]:
+    section = html.split('id="more-like-this-title"', 1)
+    if len(section) < 2:
+        return []
+    return re.findall(r'<h3 class="card-title">(.*?)</h3>', section[1])
+
+
+def test_product_page_shows_details_and_every_image(client):
+    product = create(
+        "Linen shirt",
+        (200, 30, 30),
+        (30, 30, 200),
+        (30, 200, 30),
+        description="Breathable linen.\n\nMade in Portugal.",
+        price=Decimal("49.90"),
+        category=catalog_services.category_get_or_create(name="Shirts"),
+        sku="LIN-001",
+    )
+    response = client.get(reverse("catalog:product-detail", args=[product.pk]))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "<h1>Linen shirt</h1>" in html
+    assert "49.90" in html and "Shirts" in html and "LIN-001" in html
+    assert "<p>Breathable linen.</p>" in html and "Made in Portugal." in html
+    for image in product.images.all():
+        assert image.image.url in html
+    assert html.count("data-gallery-thumb") == 3
+    assert f"/?similar={product.pk}" in html
+
+
+def test_missing_product_is_404(client):
+    response = client.get(reverse("catalog:product-detail", args=[999999]))
+    assert response.status_code == 404
+
+
+def test_inactive_product_is_404(client):
+    product = create("Retired shirt", (200, 30, 30), active=False)
+    response = client.get(product.get_absolute_url())
+    assert response.status_code == 404
+
+
+def test_more_like_this_lists_other_products_but_not_this_one(client):
+    product = create("Red shirt", (220, 20, 20))
+    create("Dark red shirt", (180, 20, 20))
+    create("Blue shirt", (20, 20, 220))
+    create("Hidden shirt", (200, 20, 20), active=False)
+    html = client.get(product.get_absolute_url()).content.decode()
+    titles = more_like_this_titles(html)
+    assert "More like this" in html
+    assert sorted(titles) == ["Blue shirt", "Dark red shirt"]
+    assert "Red shirt" not in titles
+
+
+def test_more_like_this_failure_leaves_the_product_page_working(client, monkeypatch):
+    from embeddings.templatetags import search_tags
+
+    def broken(**kwargs):
+        raise RuntimeError("index unavailable")
+
+    monkeypatch.setattr(search_tags, "product_similar", broken)
+    product = create("Red shirt", (220, 20, 20))
+    create("Blue shirt", (20, 20, 220))
+    response = client.get(product.get_absolute_url())
+    assert response.status_code == 200
+    assert "<h1>Red shirt</h1>" in response.content.decode()
+    assert "More like this" not in response.content.decode()
+
+
+def test_product_without_images_renders(client):
+    product = catalog_services.product_create(title="Gift card", price=Decimal("25.00"))
+    response = client.get(product.get_absolute_url())
+    assert response.status_code == 200
+    assert "No photo yet" in response.content.decode()
+
+
+def test_catalog_python_code_never_imports_embeddings():
+    from pathlib import Path
+
+    import catalog
+
+    root = Path(catalog.__file__).parent
+    offenders = [
+        str(path.relative_to(root))
+        for path in root.rglob("*.py")
+        if re.search(r"^\s*(from|import)\s+embeddings\b", path.read_text(), re.MULTILINE)
+    ]
+    assert offenders == []
