@@ -123,6 +123,12 @@ def _check_decodes(file: Any, *, max_pixels: int) -> str:
         except ValidationError:
             raise
         except UnidentifiedImageError:
+            if _looks_like_supported_image(file):
+                # The right magic bytes but Pillow cannot open it: a damaged file, not a wrong type.
+                raise ValidationError(
+                    "The image file is corrupt (its header cannot be read); save it again and re-upload.",
+                    code=CODE_INVALID,
+                ) from None
             raise ValidationError(
                 f"The file is not an image we can read; upload a {SUPPORTED_TYPES_TEXT} image.",
                 code=CODE_UNSUPPORTED,
@@ -140,6 +146,15 @@ def _check_decodes(file: Any, *, max_pixels: int) -> str:
                 code=CODE_INVALID,
             ) from None
     return ALLOWED_FORMATS[fmt]
+
+
+def _looks_like_supported_image(file: Any) -> bool:
+    file.seek(0)
+    head = file.read(12)
+    return (
+        head.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*"))
+        or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+    )
 
 
 def _too_many_pixels(width: int, height: int, max_pixels: int) -> ValidationError:

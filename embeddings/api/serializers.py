@@ -39,10 +39,10 @@ class QueryImageField(serializers.FileField):
 class SearchFilterSerializer(serializers.Serializer):
     category = serializers.CharField(required=False, allow_blank=True, help_text="Category slug.")
     price_min = serializers.DecimalField(
-        max_digits=10, decimal_places=2, required=False, allow_null=True, help_text="Lowest price, inclusive."
+        max_digits=None, decimal_places=None, required=False, allow_null=True, help_text="Lowest price, inclusive."
     )
     price_max = serializers.DecimalField(
-        max_digits=10, decimal_places=2, required=False, allow_null=True, help_text="Highest price, inclusive."
+        max_digits=None, decimal_places=None, required=False, allow_null=True, help_text="Highest price, inclusive."
     )
     page = serializers.IntegerField(min_value=1, required=False, default=1)
     page_size = serializers.IntegerField(
