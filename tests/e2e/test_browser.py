@@ -1,0 +1,249 @@
+"""The shopper pages in a real browser: Debian's Chromium driven by Playwright against
+pytest-django's live server.
+
+Playwright's own browser download needs its CDN, which this project cannot reach, so the
+tests use the system Chromium (`apt-get install -y chromium`). A missing Chromium is a test
+failure, never a skip: a silently skipped browser suite would hide a broken search page.
+Set E2E_SCREENSHOT_DIR to keep the screenshots somewhere you can look at them.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import io
+import os
+import re
+import shutil
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image
+
+from catalog import services as catalog_services
+from embeddings import selectors
+from embeddings.encoder import load_image
+from embeddings.views import PER_PAGE, PHOTO_SESSION_KEY
+from tests.conftest import make_image
+
+CHROMIUM = "/usr/bin/chromium"
+INSTALL_HINT = (
+    f"Chromium is required for the browser tests but was not found at {CHROMIUM}. "
+    "Install it with: apt-get update && apt-get install -y chromium"
+)
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def chromium_problem() -> str | None:
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)) and not shutil.which(CHROMIUM):
+        return INSTALL_HINT
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    problem = chromium_problem()
+    if problem:
+        pytest.fail(problem)
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop running in this thread; Django would then refuse
+    # ORM calls from the test body as "async unsafe", though they are plain synchronous code.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            try:
+                chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            except Exception as exc:  # a broken install fails here, with the way to fix it
+                pytest.fail(f"{INSTALL_HINT}\nLaunching it failed: {exc}")
+            yield chromium
+            chromium.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@pytest.fixture
+def page(browser, live_server, media_served):
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, device_scale_factor=1)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def media_served(settings):
+    """The media route binds MEDIA_ROOT when searchsite.urls is imported, but each test gets its
+    own MEDIA_ROOT (conftest); re-import the URLconf so the live server serves this test's
+    uploads, and again afterwards so later tests are not tied to this folder."""
+    from django.urls import clear_url_caches
+
+    import searchsite.urls
+
+    settings.SERVE_MEDIA = True
+    importlib.reload(searchsite.urls)
+    clear_url_caches()
+    yield
+    importlib.reload(searchsite.urls)
+    clear_url_caches()
+
+
+@pytest.fixture
+def shots(tmp_path) -> Path:
+    folder = Path(os.environ.get("E2E_SCREENSHOT_DIR") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+# Pictures that differ for every n: background colour x shape x accent colour.
+COLORS = [(220, 20, 20), (20, 20, 220), (20, 160, 40), (230, 200, 30), (120, 40, 160), (20, 180, 200), (240, 120, 20)]
+SHAPES = ["circle", "square", "stripes"]
+NAMES = ["Tee", "Hoodie", "Dress", "Sneaker", "Tote bag", "Cap", "Scarf"]
+
+
+def picture(n: int) -> bytes:
+    accent = (255 - (n * 53) % 200, 255 - (n * 97) % 200, 255 - (n * 151) % 200)
+    return make_image(COLORS[n % len(COLORS)], shape=SHAPES[(n // len(COLORS)) % len(SHAPES)], accent=accent)
+
+
+def create_products(count: int) -> list:
+    categories = [catalog_services.category_get_or_create(name=name) for name in ("Tops", "Shoes", "Bags")]
+    products = []
+    for n in range(count):
+        images = [SimpleUploadedFile(f"p{n}.png", picture(n), content_type="image/png")]
+        if n % 5 == 0:  # some products have a second photo for the gallery
+            images.append(SimpleUploadedFile(f"p{n}b.png", picture(n + 100), content_type="image/png"))
+        products.append(
+            catalog_services.product_create(
+                title=f"{NAMES[n % len(NAMES)]} no. {n}",
+                description=f"A generated test product, number {n}.",
+                price=Decimal(10 + n),
+                category=categories[n % len(categories)],
+                images=images,
+            )
+        )
+    return products
+
+
+def card_titles(page) -> list[str]:
+    return page.locator(".results .card-title").all_inner_texts()
+
+
+def test_chromium_is_installed():
+    assert chromium_problem() is None, INSTALL_HINT
+
+
+def test_text_query_shows_a_result_grid(page, live_server, shots):
+    create_products(6)
+    page.goto(live_server.url + "/")
+    assert page.locator(".results .card").count() == 6  # browse view before any query
+    page.fill("#header-q", "red cotton tee")
+    page.press("#header-q", "Enter")
+    page.wait_for_url(re.compile(r"\?q=red\+cotton\+tee"))
+    assert "Results for “red cotton tee”" in page.inner_text("h1")
+    assert page.locator(".results .card").count() == 6
+    first_image = page.locator(".results .card img").first
+    first_image.wait_for()
+    # Images really load from media (naturalWidth is 0 for a broken image).
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=first_image.element_handle())
+    page.screenshot(path=str(shots / "search-results.png"), full_page=True)
+
+
+def test_cropped_photo_finds_its_product_first_and_paginates(page, live_server, tmp_path, shots):
+    products = create_products(PER_PAGE + 6)
+    target = products[9]
+    # The shopper's photo: the product's picture in the middle of a bigger, unrelated scene.
+    scene = Image.new("RGB", (240, 240), (90, 90, 90))
+    scene.paste(Image.open(io.BytesIO(make_image((250, 250, 250), size=(240, 240), shape="stripes", accent=(0, 0, 0)))))
+    scene.paste(Image.open(io.BytesIO(picture(9))).convert("RGB"), (88, 88))
+    photo_path = tmp_path / "shopper-photo.png"
+    scene.save(photo_path)
+
+    page.goto(live_server.url + "/")
+    page.click("summary:has-text('Search with a photo')")
+    page.set_input_files("#photo-input", str(photo_path))
+    canvas = page.locator("[data-cropper] canvas")
+    canvas.wait_for(state="visible")
+    box = canvas.bounding_box()
+    assert round(box["width"]) == 240, "small photos are shown 1:1 so a drag maps to photo pixels"
+    page.mouse.move(box["x"] + 88, box["y"] + 88)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 120, box["y"] + 120, steps=4)
+    page.mouse.move(box["x"] + 152, box["y"] + 152, steps=4)
+    page.mouse.up()
+    assert "64 × 64" in page.inner_text("[data-photo-status]")
+    page.screenshot(path=str(shots / "photo-crop.png"))
+
+    page.click("button:has-text('Search by photo')")
+    page.wait_for_url(re.compile(r"\?qi="))
+    # Only the cropped region went up: the vector kept for the token is the vector of the
+    # product's own picture (Playwright does not expose multipart bodies of form navigations).
+    token = re.search(r"qi=([^&]+)", page.url).group(1)
+    cookie = next(c for c in page.context.cookies() if c["name"] == settings.SESSION_COOKIE_NAME)
+    session = importlib.import_module(settings.SESSION_ENGINE).SessionStore(session_key=cookie["value"])
+    stored = session.load()[PHOTO_SESSION_KEY][token]
+    kept = np.frombuffer(base64.b64decode(stored["vector"]), dtype="<f4")
+    expected = selectors.query_vector(image=load_image(picture(9)))
+    assert float(kept @ expected) > 0.999
+
+    assert "Results for your photo" in page.inner_text("h1")
+    titles = card_titles(page)
+    assert titles[0] == target.title
+    assert len(titles) == PER_PAGE
+
+    page.click(".pagination a[rel=next]")
+    page.wait_for_url(re.compile(r"qi=.*page=2"))
+    assert "Results for your photo" in page.inner_text("h1")
+    second = card_titles(page)
+    assert len(second) == 6 and not set(second) & set(titles)
+    assert page.locator(".pagination .current").inner_text() == "2"
+
+
+def test_product_page_shows_gallery_and_more_like_this(page, live_server, shots):
+    products = create_products(8)
+    product = products[5]  # has two photos
+    page.goto(live_server.url + "/")
+    page.click(f".results .card:has-text('{product.title}') a")
+    page.wait_for_url(re.compile(rf"/products/{product.pk}/$"))
+    assert page.inner_text("h1") == product.title
+    assert product.sku in page.inner_text(".product-facts")
+
+    main = page.locator("[data-gallery-main]")
+    thumbs = page.locator("[data-gallery-thumb]")
+    assert thumbs.count() == 2
+    thumbs.nth(1).click()
+    assert main.get_attribute("src").endswith(thumbs.nth(1).get_attribute("href"))
+
+    section = page.locator(".more-like-this")
+    assert "More like this" in section.inner_text()
+    similar = section.locator(".card-title").all_inner_texts()
+    assert similar and product.title not in similar
+    assert set(similar) <= {p.title for p in products}
+    page.wait_for_function(
+        "() => [...document.images].every(img => img.complete && img.naturalWidth > 0)"
+    )
+    page.screenshot(path=str(shots / "product-page.png"), full_page=True)
+
+    section.locator(".card a").first.click()
+    page.wait_for_url(re.compile(r"/products/\d+/$"))
+    assert page.inner_text("h1") == similar[0]
