@@ -93,7 +93,12 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
+        # Never from this model's own pages. But deleting a product or image in the admin also
+        # deletes its vectors (cascade), and Django asks this admin about them; refusing there
+        # would block that delete.
+        match = getattr(request, "resolver_match", None)
+        own_page = bool(match and (match.url_name or "").startswith(f"{self.opts.app_label}_{self.opts.model_name}_"))
+        return not own_page and super().has_delete_permission(request, obj)
 
 
 @admin.register(ImageEmbedding)
