@@ -15,6 +15,17 @@ from .selectors import MAX_QUERY_CHARS
 PRICE_FIELD = {"required": False, "min_value": 0, "max_digits": 10, "decimal_places": 2}
 
 
+def price_errors(label: str) -> dict[str, str]:
+    # Django's defaults ("Ensure this value is ...") do not say which of the two boxes is wrong.
+    return {
+        "invalid": f"{label} must be a number, e.g. 10 or 9.99.",
+        "min_value": f"{label} cannot be negative.",
+        "max_digits": f"{label} is too large.",
+        "max_whole_digits": f"{label} is too large.",
+        "max_decimal_places": f"{label} can have at most 2 decimal places.",
+    }
+
+
 class FilterForm(forms.Form):
     """Text query and shopper filters; shared by the GET search form and the photo upload."""
 
@@ -31,12 +42,8 @@ class FilterForm(forms.Form):
         required=False,
         error_messages={"invalid_choice": "That category does not exist; pick one from the list."},
     )
-    price_min = forms.DecimalField(
-        label="Min price", error_messages={"invalid": "Min price must be a number, e.g. 10 or 9.99."}, **PRICE_FIELD
-    )
-    price_max = forms.DecimalField(
-        label="Max price", error_messages={"invalid": "Max price must be a number, e.g. 50 or 49.99."}, **PRICE_FIELD
-    )
+    price_min = forms.DecimalField(label="Min price", error_messages=price_errors("Min price"), **PRICE_FIELD)
+    price_max = forms.DecimalField(label="Max price", error_messages=price_errors("Max price"), **PRICE_FIELD)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

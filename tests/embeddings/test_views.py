@@ -226,7 +226,10 @@ def test_similar_to_a_missing_product_is_a_message(client):
         ({"q": "x" * 600}, "The search text is too long"),
         ({"price_min": "abc"}, "Min price must be a number"),
         ({"price_max": "12,5,0"}, "Max price must be a number"),
-        ({"price_min": "-3"}, "greater than or equal to 0"),
+        ({"price_min": "-3"}, "Min price cannot be negative"),
+        ({"price_max": "1.999"}, "Max price can have at most 2 decimal places"),
+        ({"price_max": "1e30"}, "Max price is too large"),
+        ({"price_min": "NaN"}, "Min price must be a number"),
         ({"price_min": "50", "price_max": "10"}, "Min price is higher than max price"),
         ({"category": "no-such-category"}, "That category does not exist"),
         ({"similar": "abc"}, "That link to similar products is broken"),
@@ -276,3 +279,26 @@ def test_bad_photo_keeps_the_text_and_filters_the_shopper_typed(client):
     html = response.content.decode()
     assert response.status_code == 400
     assert 'value="blue"' in html and '<option value="shirts" selected>' in html
+
+
+def test_out_of_range_or_garbage_page_numbers_still_render(client):
+    for n in range(3):
+        create(f"Tee {n}", n)
+    for page in ("abc", "0", "999", "-1"):
+        response = client.get(SEARCH, {"q": "tee", "page": page})
+        assert response.status_code == 200
+        assert len(card_titles(response)) == 3
+
+
+def test_editing_the_text_of_a_photo_search_keeps_the_photo(client):
+    target = create("Green tee", 2)
+    for n in range(3, 8):
+        create(f"Other {n}", n)
+    _, params = upload(client, {"image": photo(2)})
+    token = params["qi"][0]
+    response = client.get(SEARCH, {"qi": token, "q": "with a collar"})
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Results for your photo and “with a collar”" in html
+    assert f'name="qi" value="{token}"' in html  # header box and filters keep refining it
+    assert target.title in card_titles(response)
