@@ -162,7 +162,7 @@ def test_token_endpoint_rejects_a_wrong_password(anon, staff):
 @pytest.mark.django_db
 def test_writes_without_credentials_are_401(anon):
     product = ProductFactory()
-    assert_error(anon.post(f"{API}/products/", {"title": "Tee"}, format="json"), 401)
+    assert_error(anon.post(f"{API}/products/", {"title": "Tee"}, format="json"), 401, "not_authenticated")
     assert_error(anon.patch(f"{API}/products/{product.pk}/", {"title": "x"}, format="json"), 401)
     assert_error(anon.delete(f"{API}/products/{product.pk}/"), 401)
     assert_error(anon.post(f"{API}/products/{product.pk}/images/", {"image": png()}), 401)
@@ -173,11 +173,19 @@ def test_writes_without_credentials_are_401(anon):
 def test_writes_by_a_non_staff_user_are_403(shopper_client):
     product = ProductFactory()
     image = ProductImageFactory(product=product)
-    assert_error(shopper_client.post(f"{API}/products/", {"title": "Tee"}, format="json"), 403)
+    assert_error(shopper_client.post(f"{API}/products/", {"title": "Tee"}, format="json"), 403, "permission_denied")
     assert_error(shopper_client.put(f"{API}/products/{product.pk}/", {"title": "x"}, format="json"), 403)
     assert_error(shopper_client.delete(f"{API}/products/{product.pk}/"), 403)
     assert_error(shopper_client.delete(f"{API}/products/{product.pk}/images/{image.pk}/"), 403)
     assert Product.objects.get().title == product.title
+
+
+@pytest.mark.django_db
+def test_a_wrong_token_is_401(anon):
+    anon.credentials(HTTP_AUTHORIZATION="Token not-a-real-token")
+    response = anon.post(f"{API}/products/", {"title": "Tee"}, format="json")
+    assert_error(response, 401, "authentication_failed")
+    assert response["WWW-Authenticate"] == "Token"
 
 
 @pytest.mark.django_db
@@ -415,4 +423,4 @@ def test_unsupported_method_is_405_in_the_error_shape(anon):
     assert_error(anon.delete(f"{API}/categories/"), 401)
     staff_user = get_user_model().objects.create_user("s2", password="pw-s2-12345", is_staff=True)
     anon.force_authenticate(staff_user)
-    assert_error(anon.delete(f"{API}/categories/"), 405)
+    assert_error(anon.delete(f"{API}/categories/"), 405, "method_not_allowed")
