@@ -33,7 +33,7 @@ RESULT_LIMIT = 240
 # any web process or replica can serve page 2; a token is only valid for the shopper who
 # uploaded the photo. Only the newest few are kept: each is dim * 4 bytes.
 PHOTO_SESSION_KEY = "search_photo_queries"
-PHOTO_QUERIES_KEPT = 20
+PHOTO_QUERIES_KEPT = 10
 FILTER_FIELDS = ("q", "category", "price_min", "price_max")
 
 
