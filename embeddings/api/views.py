@@ -64,6 +64,11 @@ def _page(request: Request, hits: Sequence[selectors.ProductHit], *, page: int, 
     return {"count": count, "next": next_url, "previous": previous_url, "results": hits[start : start + page_size]}
 
 
+def _without_blanks(params: dict) -> dict:
+    # A form's empty optional fields (price_min=&page=) mean "not given", as in the product list.
+    return {key: value for key, value in params.items() if value not in ("", None)}
+
+
 class SearchView(APIView):
     permission_classes = [AllowAny]
     # POST is a read (a search by image), not a write: no staff needed.
@@ -97,7 +102,7 @@ class SearchView(APIView):
         return self._search(request, params)
 
     def _search(self, request: Request, params: dict) -> Response:
-        serializer = SearchFormSerializer(data=params)
+        serializer = SearchFormSerializer(data=_without_blanks(params))
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         text, image = data.get("q") or "", data.get("image")
@@ -133,7 +138,7 @@ class ProductSimilarView(APIView):
         },
     )
     def get(self, request: Request, pk: int) -> Response:
-        params = SimilarQuerySerializer(data=request.query_params.dict())
+        params = SimilarQuerySerializer(data=_without_blanks(request.query_params.dict()))
         params.is_valid(raise_exception=True)
         if catalog_selectors.product_get(product_id=pk) is None:
             raise NotFound(f"There is no active product with id {pk}.")

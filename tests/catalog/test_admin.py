@@ -85,6 +85,8 @@ def test_non_staff_cannot_open_the_admin(client, django_user_model):
 @pytest.mark.django_db(transaction=True)
 def test_add_page_with_two_files_creates_two_indexed_images(admin_client):
     shirts = CategoryFactory(name="T-shirts")
+    page = admin_client.get(reverse("admin:catalog_product_add"))
+    assert page.status_code == 200 and 'multiple' in page.content.decode()
     data = product_form(
         category=str(shirts.pk),
         add_images=[png("front.png"), png("back.png", (20, 20, 220), shape="square")],
@@ -205,6 +207,8 @@ def test_image_admin_lists_status_and_error_and_reindexes(admin_client, django_c
     url = reverse("admin:catalog_productimage_changelist")
     html = admin_client.get(url).content.decode()
     assert "The file is corrupt" in html and "failed" in html
+    change = admin_client.get(reverse("admin:catalog_productimage_change", args=[image.pk]))
+    assert change.status_code == 200 and "The file is corrupt" in change.content.decode()
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(url, {"action": "reindex_images", "_selected_action": [str(image.pk)]})
     assert messages_of(response) == ["Queued 1 image of the selection for re-indexing."]

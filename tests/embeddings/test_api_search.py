@@ -160,6 +160,13 @@ def test_non_numeric_price_is_400_naming_the_field(client, shop, field):
     assert field in error["message"]
 
 
+def test_empty_optional_fields_count_as_not_given(client, shop):
+    params = {"q": "tee", "category": "", "price_min": "", "price_max": "", "page": "", "page_size": ""}
+    assert len(result_ids(client.get(f"{API}/search/", params))) == 3
+    response = client.post(f"{API}/search/", {"image": picture(RED), "price_min": "", "page": ""}, format="multipart")
+    assert result_ids(response)[0] == shop["red"].pk
+
+
 def test_price_range_upside_down_is_400(client, shop):
     error = assert_error(client.get(f"{API}/search/", {"q": "tee", "price_min": "50", "price_max": "10"}), 400)
     assert "price_max" in error["message"]
