@@ -142,6 +142,8 @@ class ProductSimilarView(APIView):
         params.is_valid(raise_exception=True)
         if catalog_selectors.product_get(product_id=pk) is None:
             raise NotFound(f"There is no active product with id {pk}.")
-        hits = selectors.product_similar(product_id=pk, limit=params.validated_data["limit"])
+        limit = params.validated_data["limit"]
+        # Slice once: a lazily loaded ranking then fetches its products in one query.
+        hits = list(selectors.product_similar(product_id=pk, limit=limit)[:limit])
         results = SearchHitSerializer(hits, many=True, context={"request": request}).data
         return Response({"count": len(hits), "results": results})
