@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -36,6 +37,42 @@ class ProductHit:
     product: Product
     score: float
     image_id: int
+
+
+class RankedProducts(Sequence):
+    """Ranked search results: cheap ids and scores for the whole ranking, Product rows loaded
+    only for the slice that is shown (a page). Works with Django's Paginator and len()."""
+
+    def __init__(self, ranked: list[tuple[int, float, int]], products_qs) -> None:
+        self._ranked = ranked  # (product id, score, best image id), best first
+        self._qs = products_qs
+        self._cache: dict[int, Product] = {}
+
+    def __len__(self) -> int:
+        return len(self._ranked)
+
+    def count(self) -> int:  # Paginator prefers count()
+        return len(self._ranked)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self._hydrate(self._ranked[index])
+        return self._hydrate([self._ranked[index]])[0]
+
+    def _hydrate(self, rows: list[tuple[int, float, int]]) -> list[ProductHit]:
+        missing = [pid for pid, _, _ in rows if pid not in self._cache]
+        if missing:
+            self._cache.update(self._qs.in_bulk(missing))
+        # A product deleted between ranking and loading is simply left out.
+        return [
+            ProductHit(product=self._cache[pid], score=score, image_id=image_id)
+            for pid, score, image_id in rows
+            if pid in self._cache
+        ]
+
+    @property
+    def product_ids(self) -> list[int]:
+        return [pid for pid, _, _ in self._ranked]
 
 
 class _LRU:
@@ -116,14 +153,18 @@ def product_search_by_vector(
     price_max: Decimal | None = None,
     exclude_product_ids: frozenset[int] = frozenset(),
     min_score: float | None = None,
-) -> list[ProductHit]:
-    """Best products for a query vector: at most ``limit``, best first, filters applied."""
+) -> RankedProducts:
+    """Best products for a query vector: at most ``limit``, best first, filters applied.
+
+    Ranking touches only ids (FAISS hits, then one image -> product query per 500 hits);
+    Product rows are loaded when a slice of the result is read.
+    """
     limit = max(0, min(limit, MAX_RESULTS))
+    products = product_filter(product_queryset(), category=category, price_min=price_min, price_max=price_max)
     live = runtime.get_live_index()
     total = len(live)
     if limit == 0 or total == 0:
-        return []
-    products = product_filter(product_queryset(), category=category, price_min=price_min, price_max=price_max)
+        return RankedProducts([], products)
     best: dict[int, tuple[float, int]] = {}  # product id -> (score, image id)
     checked: set[int] = set()
     k = min(total, max(limit * 4, 64))
@@ -146,12 +187,7 @@ def product_search_by_vector(
         k = min(total, k * 4)
 
     ranked = sorted(best.items(), key=lambda item: -item[1][0])[:limit]
-    by_id = products.in_bulk([pid for pid, _ in ranked])
-    return [
-        ProductHit(product=by_id[pid], score=score, image_id=image_id)
-        for pid, (score, image_id) in ranked
-        if pid in by_id
-    ]
+    return RankedProducts([(pid, score, image_id) for pid, (score, image_id) in ranked], products)
 
 
 def _image_owners(image_ids: list[int], products) -> dict[int, int]:
@@ -175,7 +211,7 @@ def product_search(
     category: str | None = None,
     price_min: Decimal | None = None,
     price_max: Decimal | None = None,
-) -> list[ProductHit]:
+) -> RankedProducts:
     """Products matching a text query, an image query, or both (their mean vector).
 
     Text-only queries drop results below the model's "no good match" score (runtime.get_min_score),
@@ -208,11 +244,11 @@ def product_similar(
     category: str | None = None,
     price_min: Decimal | None = None,
     price_max: Decimal | None = None,
-) -> list[ProductHit]:
+) -> RankedProducts:
     """"More like this": products whose images look like this product's images."""
     vector = product_vector(product_id=product_id)
     if vector is None:
-        return []
+        return RankedProducts([], Product.objects.none())
     return product_search_by_vector(
         vector,
         limit=limit,
