@@ -1,0 +1,297 @@
+"""``manage.py evaluate``: retrieval quality of a CLIP model on a catalog manifest.
+
+Encodes the images into a VectorIndex and prints image->image, text->image, title->product and
+zero-shot figures beside those of a random-init model of the same architecture (the floor).
+Optional: hybrid (BM25 + RRF) vs vector-only retrieval, the "no good match" threshold, and
+prompt templates. The maths lives in :mod:`embeddings.evaluation` and :mod:`embeddings.hybrid`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from tqdm import tqdm
+
+# Shopper words the catalog's own metadata never uses, with the articleTypes that answer them:
+# a probe of how well the text tower generalises beyond catalog vocabulary.
+SYNONYM_QUERIES: dict[str, set[str]] = {
+    "sneakers": {"Casual Shoes", "Sports Shoes"},
+    "trainers": {"Sports Shoes", "Casual Shoes"},
+    "tee": {"Tshirts"},
+    "t-shirt": {"Tshirts"},
+    "purse": {"Handbags", "Wallets", "Clutches"},
+    "wristwatch": {"Watches"},
+    "shades": {"Sunglasses"},
+    "denims": {"Jeans"},
+    "pants": {"Trousers", "Track Pants", "Jeans", "Capris", "Leggings"},
+    "frock": {"Dresses"},
+    "blouse": {"Tops", "Shirts"},
+    "slippers": {"Flip Flops", "Sandals"},
+    "hoodie": {"Sweatshirts"},
+    "stilettos": {"Heels"},
+    "rucksack": {"Backpacks"},
+}
+
+
+class Command(BaseCommand):
+    help = "Evaluate retrieval quality of an open_clip model on a catalog manifest (plus a random-init floor)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--manifest", required=True)
+        parser.add_argument("--images-root", default=None, help="default: the manifest's folder")
+        parser.add_argument("--model", default=None, help="default: settings.EMBEDDINGS_MODEL")
+        parser.add_argument("--pretrained", default=None, help="checkpoint path or tag (default: settings.EMBEDDINGS_PRETRAINED)")
+        parser.add_argument("--type-column", default="articleType")
+        parser.add_argument("--colour-column", default="baseColour")
+        parser.add_argument("--title-column", default="title")
+        parser.add_argument("--split", choices=["val", "all"], default="val",
+                            help="val: exactly the products train_model held out (split read from the model card when present)")
+        parser.add_argument("--val-size", type=int, default=None, help="override the split size (default: the card's, else 1000)")
+        parser.add_argument("--val-fraction", type=float, default=None)
+        parser.add_argument("--split-salt", default=None)
+        parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N selected products")
+        parser.add_argument("--device", default="cpu")
+        parser.add_argument("--batch-size", type=int, default=64)
+        parser.add_argument("--threads", type=int, default=2)
+        parser.add_argument("--no-floor", action="store_true", help="skip the random-init floor")
+        parser.add_argument("--hybrid", action="store_true", help="also measure BM25 + vector fusion (RRF)")
+        parser.add_argument("--rrf-k", type=int, default=60)
+        parser.add_argument("--threshold", action="store_true", help="measure real vs nonsense query scores and pick min_score")
+        parser.add_argument("--templates", action="store_true", help="compare prompt templates")
+        parser.add_argument("--json-out", default=None, help="write every figure to this JSON file")
+        parser.add_argument("--update-card", action="store_true",
+                            help="write the evaluation (and min_score with --threshold) into the checkpoint's model card")
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _select(self, opts: dict[str, Any], pretrained: str | None) -> tuple[list[Any], dict[str, Any]]:
+        from embeddings.training.checkpoint import card_path_for
+        from embeddings.training.data import (
+            DEFAULT_SPLIT_SALT,
+            ManifestError,
+            read_manifest,
+            validation_ids,
+        )
+
+        required = ("path", "product_id", opts["title_column"], opts["type_column"], opts["colour_column"])
+        try:
+            records = read_manifest(opts["manifest"], opts["images_root"], required=required)
+        except ManifestError as exc:
+            raise CommandError(str(exc)) from exc
+        split_info: dict[str, Any] = {"split": opts["split"]}
+        if opts["split"] == "val":
+            card_split: dict[str, Any] = {}
+            if pretrained and Path(pretrained).is_file() and card_path_for(pretrained).is_file():
+                card_split = json.loads(card_path_for(pretrained).read_text()).get("split", {})
+            fraction = opts["val_fraction"] if opts["val_fraction"] is not None else card_split.get("val_fraction")
+            size = opts["val_size"] if opts["val_size"] is not None else card_split.get("val_size")
+            if fraction is None and size is None:
+                size = 1000
+            if opts["val_size"] is not None:
+                fraction = None
+            salt = opts["split_salt"] or card_split.get("salt") or DEFAULT_SPLIT_SALT
+            try:
+                val = validation_ids(records, fraction=fraction if size is None else None, size=size, salt=salt)
+            except ManifestError as exc:
+                raise CommandError(str(exc)) from exc
+            records = [r for r in records if r.product_id in val]
+            split_info.update(val_size=size, val_fraction=fraction if size is None else None, salt=salt)
+        if opts["limit"]:
+            records = records[: opts["limit"]]
+        split_info["products"] = len(records)
+        return records, split_info
+
+    def _encode_images(self, encoder: Any, records: list[Any], desc: str, batch: int) -> np.ndarray:
+        from embeddings.encoder import load_image
+
+        out = []
+        for s in tqdm(range(0, len(records), batch), desc=desc, unit="batch"):
+            out.append(encoder.encode_images([load_image(r.image_path) for r in records[s : s + batch]]))
+        return np.concatenate(out)
+
+    @staticmethod
+    def _index_search(emb: np.ndarray):
+        from embeddings.index import VectorIndex
+
+        index = VectorIndex(emb.shape[1])
+        index.add(np.arange(len(emb)), emb)
+
+        def search(queries: np.ndarray, k: int) -> list[list[int]]:
+            return [[h.id for h in hits] for hits in index.search(queries, k)]
+
+        return index, search
+
+    # -- main -------------------------------------------------------------------------------
+    def handle(self, *args: Any, **opts: Any) -> None:
+        import torch
+
+        from embeddings.encoder import ClipEncoder, ModelLoadError
+        from embeddings.evaluation import format_report, retrieval_report
+
+        torch.set_num_threads(max(1, opts["threads"]))
+        model = opts["model"] or settings.EMBEDDINGS_MODEL
+        pretrained = opts["pretrained"] if opts["pretrained"] is not None else settings.EMBEDDINGS_PRETRAINED
+        records, split_info = self._select(opts, pretrained)
+        if len(records) < 11:
+            raise CommandError(f"Only {len(records)} products selected; need at least 11 for P@10. Use --split all or a bigger --limit.")
+        tcol, ccol, ticol = opts["type_column"], opts["colour_column"], opts["title_column"]
+        titles = [r.get(ticol) for r in records]
+        types = [r.get(tcol) for r in records]
+        colours = [r.get(ccol) for r in records]
+        self.stdout.write(f"{len(records)} products ({split_info}); model {model} weights {pretrained}")
+
+        results: dict[str, Any] = {"model": model, "pretrained": pretrained, **split_info}
+        columns: dict[str, dict[str, float]] = {}
+        runs = [("model", pretrained)] + ([] if opts["no_floor"] else [("random-init", None)])
+        main_state: dict[str, Any] = {}
+        for label, weights in runs:
+            if weights is None:
+                torch.manual_seed(0)  # a reproducible floor
+            encoder = ClipEncoder(model, weights, device=opts["device"], batch_size=opts["batch_size"])
+            try:
+                emb = self._encode_images(encoder, records, f"encoding images ({label})", opts["batch_size"])
+            except ModelLoadError as exc:
+                raise CommandError(str(exc)) from exc
+            index, search = self._index_search(emb)
+            columns[label] = retrieval_report(emb, titles, types, colours, encoder.encode_texts, search=search)
+            columns[label]["synonym_p@10"] = self._synonyms(encoder, search, types)
+            if label == "model":
+                main_state = {"encoder": encoder, "emb": emb, "search": search, "index": index}
+        results["metrics"] = columns
+        self.stdout.write(format_report(columns))
+        self.stdout.write(
+            "shopper-synonym queries P@10 (e.g. 'sneakers'): "
+            + ", ".join(f"{k} {v['synonym_p@10']:.3f}" for k, v in columns.items())
+        )
+        enc, emb, search = main_state["encoder"], main_state["emb"], main_state["search"]
+        if opts["hybrid"]:
+            results["hybrid"] = self._hybrid(enc, emb, search, titles, types, colours, opts["rrf_k"])
+        if opts["threshold"]:
+            results["threshold"] = self._threshold(enc, main_state["index"], titles, types, colours)
+        if opts["templates"]:
+            results["templates"] = self._templates(enc, emb, search, titles, types, colours)
+        if opts["json_out"]:
+            Path(opts["json_out"]).write_text(json.dumps(results, indent=2))
+        if opts["update_card"]:
+            self._update_card(pretrained, results)
+
+    def _synonyms(self, encoder: Any, search: Any, types: list[str]) -> float:
+        from embeddings.evaluation import precision_at_k
+
+        present = {t for t in types if t}
+        queries = [(q, rel) for q, rel in SYNONYM_QUERIES.items() if rel & present]
+        if not queries:
+            return float("nan")
+        rankings = search(encoder.encode_texts([q for q, _ in queries]), 10)
+        relevant = [{i for i, t in enumerate(types) if t in rel} for _, rel in queries]
+        return precision_at_k(rankings, relevant, 10)
+
+    def _hybrid(self, encoder, emb, search, titles, types, colours, rrf_k: int) -> dict[str, Any]:
+        from embeddings.evaluation import (
+            colour_type_queries,
+            mean_reciprocal_rank,
+            precision_at_k,
+            recall_at_k,
+        )
+        from embeddings.hybrid import BM25, hybrid_rank
+
+        bm25 = BM25(titles)
+        depth = 100
+        out: dict[str, Any] = {"rrf_k": rrf_k, "depth": depth}
+        title_vec = search(encoder.encode_texts(titles), depth)
+        targets = list(range(len(titles)))
+        for name, weight in (("vector", None), ("bm25", -1.0), ("hybrid", 1.0)):
+            rankings = []
+            for i, title in enumerate(tqdm(titles, desc=f"title queries ({name})", unit="q", leave=False)):
+                if weight is None:
+                    rankings.append(title_vec[i])
+                elif weight < 0:
+                    rankings.append(bm25.rank(title, depth))
+                else:
+                    rankings.append(hybrid_rank(title_vec[i], bm25.rank(title, depth), k=rrf_k, limit=depth))
+            out[f"title_{name}"] = {
+                "recall@1": recall_at_k(rankings, targets, 1),
+                "recall@10": recall_at_k(rankings, targets, 10),
+                f"mrr@{depth}": mean_reciprocal_rank(rankings, targets),
+            }
+        queries = colour_type_queries(types, colours)
+        q_vec = search(encoder.encode_texts([q.text for q in queries]), depth)
+        relevant = [set(q.relevant) for q in queries]
+        out["text2img_vector_p@10"] = precision_at_k(q_vec, relevant, 10)
+        out["text2img_bm25_p@10"] = precision_at_k([bm25.rank(q.text, depth) for q in queries], relevant, 10)
+        out["text2img_hybrid_p@10"] = precision_at_k(
+            [hybrid_rank(v, bm25.rank(q.text, depth), k=rrf_k, limit=depth) for v, q in zip(q_vec, queries, strict=True)],
+            relevant, 10,
+        )
+        self.stdout.write(f"hybrid retrieval (BM25 over titles + vector, reciprocal rank fusion k={rrf_k}):")
+        for name in ("vector", "bm25", "hybrid"):
+            t = out[f"title_{name}"]
+            self.stdout.write(
+                f"  {name:7s} title R@1 {t['recall@1']:.3f}  R@10 {t['recall@10']:.3f}  MRR@{depth} {t[f'mrr@{depth}']:.3f}"
+                f" | '<colour> <type>' P@10 {out[f'text2img_{name}_p@10']:.3f}"
+            )
+        return out
+
+    def _threshold(self, encoder, index, titles, types, colours) -> dict[str, Any]:
+        from embeddings.evaluation import colour_type_queries
+        from embeddings.hybrid import (
+            UNRELATED_QUERIES,
+            choose_min_score,
+            random_string_queries,
+            score_summary,
+        )
+
+        rng = np.random.default_rng(0)
+        sample = [titles[i] for i in rng.choice(len(titles), size=min(300, len(titles)), replace=False)]
+        real = [q.text for q in colour_type_queries(types, colours)] + sample + list(SYNONYM_QUERIES)
+        real += sorted({f"{t}" for t in types if t})
+        nonsense = list(UNRELATED_QUERIES) + random_string_queries(200, seed=0)
+
+        def top1(texts: list[str]) -> list[float]:
+            return [hits[0].score for hits in index.search(encoder.encode_texts(texts), 1)]
+
+        real_scores, junk_scores = top1(real), top1(nonsense)
+        choice = choose_min_score(real_scores, junk_scores, min_real_kept=0.95)
+        out = {
+            "real_queries": score_summary(real_scores),
+            "nonsense_queries": score_summary(junk_scores),
+            "min_score": round(choice.min_score, 4),
+            "real_kept": choice.real_kept,
+            "nonsense_rejected": choice.nonsense_rejected,
+            "rule": "highest threshold keeping >= 95% of real queries (colour+type, titles, synonyms, type names); "
+            "nonsense = unrelated words + random strings; score = best cosine over the catalog",
+        }
+        self.stdout.write(
+            f"no-good-match threshold: min_score {choice.min_score:.3f} keeps {choice.real_kept:.1%} of {len(real)} real "
+            f"queries and rejects {choice.nonsense_rejected:.1%} of {len(nonsense)} nonsense queries"
+        )
+        self.stdout.write(f"  real top-1 cosine: {json.dumps({k: round(v, 3) for k, v in out['real_queries'].items()})}")
+        self.stdout.write(f"  nonsense top-1 cosine: {json.dumps({k: round(v, 3) for k, v in out['nonsense_queries'].items()})}")
+        return out
+
+    def _templates(self, encoder, emb, search, titles, types, colours) -> dict[str, Any]:
+        from embeddings.evaluation import retrieval_report
+
+        out: dict[str, Any] = {}
+        self.stdout.write("prompt templates:")
+        for zs, qt in (("{}", "{colour} {type}"), ("a photo of {}", "a photo of {colour} {type}"), ("a photo of a {}", "{colour} coloured {type}")):
+            rep = retrieval_report(emb, titles, types, colours, encoder.encode_texts, zero_shot_template=zs, query_template=qt, search=search)
+            out[f"zero_shot '{zs}' / query '{qt}'"] = {"zero_shot_type_acc": rep.get("zero_shot_type_acc"), "text2img_p@10": rep.get("text2img_p@10")}
+            self.stdout.write(f"  zero-shot '{zs}': acc {rep.get('zero_shot_type_acc', float('nan')):.3f} | query '{qt}': P@10 {rep.get('text2img_p@10', float('nan')):.3f}")
+        return out
+
+    def _update_card(self, pretrained: str | None, results: dict[str, Any]) -> None:
+        from embeddings.training.checkpoint import card_path_for, update_card
+
+        if not pretrained or not Path(pretrained).is_file():
+            raise CommandError("--update-card needs --pretrained to be a checkpoint file with a card beside it.")
+        fields: dict[str, Any] = {"evaluation": results}
+        if "threshold" in results:
+            fields["min_score"] = results["threshold"]["min_score"]
+        path = card_path_for(pretrained)
+        update_card(path, **fields)
+        self.stdout.write(self.style.SUCCESS(f"updated {path}"))

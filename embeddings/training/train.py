@@ -1,0 +1,488 @@
+"""Contrastive (CLIP-style) training of an open_clip model on catalog (image, caption) pairs.
+
+Plain Python; ``manage.py train_model`` is a thin wrapper around :func:`train`.
+
+Loss: symmetric InfoNCE with open_clip's learnable logit scale. Captions repeat across
+products ("Navy Blue Tshirts"), so items sharing a caption in a batch are treated as positives
+of each other (soft targets) instead of as negatives. Optional auxiliary loss: a throw-away
+linear head maps the text embedding onto MiniLM's sentence embedding (distillation).
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from embeddings.evaluation import HEADLINE, retrieval_report
+from embeddings.training.cache import DEFAULT_CACHE_DIR, build_image_cache
+from embeddings.training.checkpoint import card_path_for, save_checkpoint, write_card
+from embeddings.training.data import (
+    DEFAULT_SPLIT_SALT,
+    Record,
+    captions_for,
+    read_manifest,
+    validation_ids,
+)
+from embeddings.training.modeling import (
+    TrainingSetupError,
+    create_model,
+    init_token_embeddings_from_minilm,
+    parameter_count,
+    raw_model_config,
+    resolve_model_config,
+)
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass
+class Source:
+    """One manifest and the folder its ``path`` column is relative to."""
+
+    manifest: str
+    images_root: str | None = None
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; recorded verbatim in the model card."""
+
+    sources: list[Source]
+    model_name: str
+    output: str
+    model_config: str | None = None
+    init: str = "random"
+    epochs: float = 1.0
+    batch_size: int = 256
+    image_size: int | None = None  # None: the model config's image size
+    device: str = "cpu"
+    val_fraction: float | None = None
+    val_size: int | None = 1000
+    split_salt: str = DEFAULT_SPLIT_SALT
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 200
+    seed: int = 0
+    threads: int = 2
+    cache_dir: str | None = str(DEFAULT_CACHE_DIR)
+    workers: int = 2
+    title_prob: float = 0.5
+    distill_weight: float = 0.0
+    init_token_embeddings: bool = False
+    half_checkpoint: bool = True
+    skip_missing: bool = False
+    time_limit_minutes: float | None = None
+    precision: str = "fp32"  # "bf16": autocast matmuls/convs (about 2x faster on AVX512-BF16 CPUs)
+    augment: bool = True
+    command: str = ""
+    extra_card: dict[str, Any] = field(default_factory=dict)
+
+
+# -- batches ------------------------------------------------------------------------------------
+
+def augment_batch(images: torch.Tensor, generator: torch.Generator, min_scale: float = 0.55) -> torch.Tensor:
+    """Random resized crop (area ``min_scale``..1, aspect 3/4..4/3) + horizontal flip, batched.
+
+    ``images`` is float ``(B, 3, H, W)``; one ``affine_grid``/``grid_sample`` call does every
+    sample's crop, so augmentation costs little next to the network. No colour jitter: colour
+    is what shoppers search by.
+    """
+    b = images.shape[0]
+    area = torch.empty(b).uniform_(min_scale, 1.0, generator=generator)
+    log_ratio = torch.empty(b).uniform_(math.log(3 / 4), math.log(4 / 3), generator=generator)
+    ratio = torch.exp(log_ratio)
+    sx = torch.sqrt(area * ratio).clamp(max=1.0)
+    sy = torch.sqrt(area / ratio).clamp(max=1.0)
+    tx = (torch.rand(b, generator=generator) * 2 - 1) * (1 - sx)
+    ty = (torch.rand(b, generator=generator) * 2 - 1) * (1 - sy)
+    flip = torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = sx * flip
+    theta[:, 0, 2] = tx
+    theta[:, 1, 1] = sy
+    theta[:, 1, 2] = ty
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def to_model_input(
+    uint8_batch: np.ndarray, mean: Sequence[float], std: Sequence[float], size: int
+) -> torch.Tensor:
+    """``(B, H, W, 3)`` uint8 -> normalised float ``(B, 3, size, size)``."""
+    x = torch.from_numpy(np.ascontiguousarray(uint8_batch)).permute(0, 3, 1, 2).float().div_(255.0)
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp_(0, 1)
+    m = torch.tensor(mean).view(1, 3, 1, 1)
+    s = torch.tensor(std).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+def contrastive_loss(
+    image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor, caption_ids: torch.Tensor
+) -> torch.Tensor:
+    """Symmetric InfoNCE on normalised features; pairs with the same caption id are positives."""
+    logits = logit_scale * image_features @ text_features.T
+    same = (caption_ids[:, None] == caption_ids[None, :]).float()
+    targets = same / same.sum(1, keepdim=True)
+    loss_i = torch.sum(-targets * F.log_softmax(logits, dim=1), dim=1).mean()
+    loss_t = torch.sum(-targets.T * F.log_softmax(logits.T, dim=1), dim=1).mean()
+    return (loss_i + loss_t) / 2
+
+
+# -- data assembly ------------------------------------------------------------------------------
+
+@dataclass
+class Dataset:
+    """Training pairs in memory: images as one uint8 array, captions as token rows."""
+
+    images: np.ndarray  # (n, S, S, 3) uint8, train items
+    caption_lists: list[list[int]]  # per train item: ids into ``captions`` (first = title)
+    captions: list[str]
+    tokens: torch.Tensor  # (len(captions), context_length)
+    val_records: list[Record]
+    val_images: np.ndarray
+    sources: list[dict[str, Any]]
+    val_ids: set[str]
+
+
+def load_data(cfg: TrainConfig, size: int, tokenizer: Any) -> Dataset:
+    """Reads every manifest, holds out the validation ids of the first one everywhere, decodes
+    (or memory-maps cached) images and tokenises every distinct caption once."""
+    if not cfg.sources:
+        raise TrainingSetupError("No training data: pass --manifest CSV (and --images-root DIR).")
+    per_source = []
+    for src in cfg.sources:
+        recs = read_manifest(src.manifest, src.images_root, drop_missing=cfg.skip_missing)
+        per_source.append(recs)
+    primary = per_source[0]
+    val_ids = validation_ids(primary, fraction=cfg.val_fraction, size=None if cfg.val_fraction is not None else cfg.val_size, salt=cfg.split_salt)
+    image_blocks, train_records, val_records, val_blocks, source_info = [], [], [], [], []
+    for i, (src, recs) in enumerate(zip(cfg.sources, per_source, strict=True)):
+        arr = build_image_cache([r.image_path for r in recs], size, cache_dir=cfg.cache_dir, workers=cfg.workers, desc=f"decoding {Path(src.manifest).parent.name}")
+        train_idx = [j for j, r in enumerate(recs) if r.product_id not in val_ids]
+        image_blocks.append(np.asarray(arr[train_idx]))
+        train_records.extend(recs[j] for j in train_idx)
+        if i == 0:
+            v_idx = [j for j, r in enumerate(recs) if r.product_id in val_ids]
+            val_blocks.append(np.asarray(arr[v_idx]))
+            val_records.extend(recs[j] for j in v_idx)
+        source_info.append({
+            "manifest": str(Path(src.manifest).resolve()),
+            "images_root": str(Path(src.images_root or Path(src.manifest).parent).resolve()),
+            "rows": len(recs),
+            "train_rows": len(train_idx),
+            "held_out_rows": len(recs) - len(train_idx),
+        })
+    caption_index: dict[str, int] = {}
+    caption_lists: list[list[int]] = []
+    for r in train_records:
+        ids = []
+        for c in captions_for(r):
+            ids.append(caption_index.setdefault(c, len(caption_index)))
+        caption_lists.append(ids)
+    captions = list(caption_index)
+    chunks = [tokenizer(captions[s : s + 4096]) for s in tqdm(range(0, len(captions), 4096), desc="tokenising", unit="chunk")]
+    tokens = torch.cat(chunks).long()
+    return Dataset(
+        images=np.concatenate(image_blocks),
+        caption_lists=caption_lists,
+        captions=captions,
+        tokens=tokens,
+        val_records=val_records,
+        val_images=np.concatenate(val_blocks),
+        sources=source_info,
+        val_ids=val_ids,
+    )
+
+
+# -- evaluation during training -----------------------------------------------------------------
+
+@torch.no_grad()
+def encode_uint8_images(model: torch.nn.Module, images: np.ndarray, mean, std, size: int, batch: int = 256) -> np.ndarray:
+    out = []
+    for s in range(0, len(images), batch):
+        x = to_model_input(images[s : s + batch], mean, std, size)
+        out.append(F.normalize(model.encode_image(x).float(), dim=-1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
+
+
+def text_encoder_fn(model: torch.nn.Module, tokenizer: Any, batch: int = 512) -> Callable[[Sequence[str]], np.ndarray]:
+    @torch.no_grad()
+    def encode(texts: Sequence[str]) -> np.ndarray:
+        out = []
+        for s in range(0, len(texts), batch):
+            out.append(F.normalize(model.encode_text(tokenizer(list(texts[s : s + batch]))).float(), dim=-1).numpy())
+        return np.concatenate(out)
+
+    return encode
+
+
+def validate(model: torch.nn.Module, tokenizer: Any, data: Dataset, mean, std, size: int) -> dict[str, float]:
+    """The headline retrieval metrics on the held-out products (training resolution, no aug)."""
+    was_training = model.training
+    model.eval()
+    try:
+        emb = encode_uint8_images(model, data.val_images, mean, std, size)
+        recs = data.val_records
+        return retrieval_report(
+            emb,
+            [r.title for r in recs],
+            [r.get("articleType") for r in recs],
+            [r.get("baseColour") for r in recs],
+            text_encoder_fn(model, tokenizer),
+        )
+    finally:
+        model.train(was_training)
+
+
+# -- the loop -----------------------------------------------------------------------------------
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        # Norms, biases, embeddings and the logit scale are not decayed (standard CLIP recipe).
+        if p.ndim < 2 or "embedding" in name or "logit_scale" in name or "bn" in name or ".norm" in name:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _model_norm(model: torch.nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    visual = getattr(model, "visual", None)
+    mean = getattr(visual, "image_mean", None) or OPENAI_MEAN
+    std = getattr(visual, "image_std", None) or OPENAI_STD
+    return tuple(mean), tuple(std)
+
+
+def _hardware() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    try:
+        import os
+
+        info["cpu_count"] = os.cpu_count()
+    except Exception:  # pragma: no cover - informational only
+        pass
+    if torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Runs a training job and writes the checkpoint, sidecar and card; returns the card."""
+    return train_model(cfg, log)[1]
+
+
+def train_model(cfg: TrainConfig, log: Callable[[str], None] = print) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Like :func:`train`, also returning the trained model (in eval mode, fp32).
+
+    The checkpoint and card are rewritten after every epoch, so a long job can be stopped (or
+    hit ``time_limit_minutes``) and still leave a usable model.
+    """
+    torch.set_num_threads(max(1, cfg.threads))
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    if cfg.precision not in ("fp32", "bf16"):
+        raise TrainingSetupError(f"--precision {cfg.precision!r} is not supported; use fp32 or bf16.")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainingSetupError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu.")
+    device = torch.device(cfg.device)
+
+    model_cfg = resolve_model_config(cfg.model_name, cfg.model_config, cfg.init)
+    raw_cfg = raw_model_config(cfg.model_name, cfg.model_config, cfg.init)
+    model, tokenizer = create_model(cfg.model_name, cfg.init, device="cpu")
+    size = int(cfg.image_size or model_cfg.get("vision_cfg", {}).get("image_size", 224))
+    cfg_image_size = model_cfg.get("vision_cfg", {}).get("image_size", 224)
+    if size != cfg_image_size:
+        raise TrainingSetupError(
+            f"--image-size {size} differs from the model config's vision_cfg.image_size {cfg_image_size}; "
+            "set them equal (the checkpoint's preprocessing comes from the config)."
+        )
+    token_init = False
+    if cfg.init_token_embeddings and cfg.init == "random":
+        token_init = init_token_embeddings_from_minilm(model)
+        log(f"token embeddings initialised from MiniLM: {token_init}")
+    model.to(device)
+    mean, std = _model_norm(model)
+
+    data = load_data(cfg, size, tokenizer)
+    n_train = len(data.images)
+    log(f"training pairs: {n_train} images, {len(data.captions)} distinct captions; validation: {len(data.val_records)} products")
+
+    head = None
+    teacher_caps = teacher_words = None
+    word_tokens = None
+    if cfg.distill_weight > 0:
+        from embeddings.training.teacher import minilm_embed, minilm_vocabulary_words
+
+        teacher_caps = torch.from_numpy(minilm_embed(data.captions, cache_dir=None).astype(np.float32))
+        words = minilm_vocabulary_words()
+        teacher_words = torch.from_numpy(minilm_embed(words, cache_dir=None).astype(np.float32))
+        word_tokens = torch.cat([tokenizer(words[s : s + 4096]) for s in range(0, len(words), 4096)]).long()
+        embed_dim = int(model_cfg["embed_dim"])
+        head = torch.nn.Linear(embed_dim, teacher_caps.shape[1]).to(device)
+
+    params = _param_groups(model, cfg.weight_decay)
+    if head is not None:
+        params.append({"params": list(head.parameters()), "weight_decay": 0.0})
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    steps_per_epoch = max(1, n_train // cfg.batch_size)
+    total_steps = max(1, int(round(cfg.epochs * steps_per_epoch)))
+
+    def lr_at(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return cfg.lr * (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+        if cfg.time_limit_minutes:
+            # On a shared machine the step rate varies; anneal by whichever runs out first,
+            # steps or wall-clock time, so a run cut by the time limit still ends at a low LR.
+            progress = max(progress, (time.time() - started) / (cfg.time_limit_minutes * 60))
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    started = time.time()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    n_params = parameter_count(model)
+    log(f"model {cfg.model_name}: {n_params / 1e6:.2f}M parameters, image size {size}, {total_steps} steps")
+
+    history: list[dict[str, Any]] = []
+    step = 0
+    stopped_early = False
+    epoch = 0
+    card: dict[str, Any] = {}
+    while step < total_steps:
+        epoch += 1
+        perm = rng.permutation(n_train)
+        model.train()
+        steps_this_epoch = min(steps_per_epoch, total_steps - step)
+        bar = tqdm(range(steps_this_epoch), desc=f"epoch {epoch}", unit="step")
+        running = 0.0
+        for b in bar:
+            idx = np.sort(perm[b * cfg.batch_size : (b + 1) * cfg.batch_size])
+            x = to_model_input(data.images[idx], mean, std, size)
+            if cfg.augment:
+                x = augment_batch(x, gen)
+            caps = []
+            for i in idx:
+                options = data.caption_lists[i]
+                if len(options) == 1 or rng.random() < cfg.title_prob:
+                    caps.append(options[0])
+                else:
+                    caps.append(options[1 + int(rng.integers(len(options) - 1))])
+            cap_ids = torch.tensor(caps)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                img_raw = model.encode_image(x.to(device))
+                txt_raw = model.encode_text(data.tokens[cap_ids].to(device))
+            # The loss is computed in fp32 whatever the autocast precision.
+            img_f = F.normalize(img_raw.float(), dim=-1)
+            txt_f = F.normalize(txt_raw.float(), dim=-1)
+            scale = model.logit_scale.exp().clamp(max=100.0)
+            loss = contrastive_loss(img_f, txt_f, scale, cap_ids.to(device))
+            if head is not None:
+                assert teacher_caps is not None and teacher_words is not None and word_tokens is not None
+                pred = F.normalize(head(txt_f), dim=-1)
+                distill = 1 - (pred * teacher_caps[cap_ids].to(device)).sum(-1).mean()
+                w_idx = torch.randint(len(word_tokens), (min(128, len(word_tokens)),), generator=gen)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                    w_raw = model.encode_text(word_tokens[w_idx].to(device))
+                w_pred = F.normalize(head(F.normalize(w_raw.float(), dim=-1)), dim=-1)
+                distill = distill + 1 - (w_pred * teacher_words[w_idx].to(device)).sum(-1).mean()
+                loss = loss + cfg.distill_weight * distill
+            for g in optimizer.param_groups:
+                g["lr"] = lr_at(step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100.0))
+            step += 1
+            running = 0.98 * running + 0.02 * loss.item() if b else loss.item()
+            bar.set_postfix(loss=f"{running:.3f}", scale=f"{float(scale):.1f}", lr=f"{lr_at(step):.1e}")
+            if cfg.time_limit_minutes and (time.time() - started) > cfg.time_limit_minutes * 60:
+                stopped_early = True
+                break
+        bar.close()
+        metrics = validate(model, tokenizer, data, mean, std, size)
+        elapsed = time.time() - started
+        history.append({"epoch": epoch, "step": step, "loss": round(running, 4), "minutes": round(elapsed / 60, 2),
+                        **{k: round(v, 4) for k, v in metrics.items()}})
+        log(f"epoch {epoch} (step {step}/{total_steps}, {elapsed / 60:.1f} min) loss {running:.3f} | "
+            + ", ".join(f"{k} {metrics[k]:.3f}" for k, _ in HEADLINE if k in metrics))
+        save_checkpoint(model, cfg.output, cfg.model_name, raw_cfg, half=cfg.half_checkpoint)
+        card = _card(cfg, data, model, n_params, raw_cfg, size, history, elapsed, token_init, stopped_early, step, total_steps)
+        write_card(card_path_for(cfg.output), card)
+        if stopped_early:
+            log(f"stopped at the time limit of {cfg.time_limit_minutes} minutes")
+            break
+    model.eval()
+    return model, card
+
+
+def _card(cfg, data, model, n_params, raw_cfg, size, history, elapsed, token_init, stopped_early, step, total_steps) -> dict[str, Any]:
+    ckpt = Path(cfg.output)
+    embed_dim = int(raw_cfg.get("embed_dim", 0))
+    cfg_dict = asdict(cfg)
+    cfg_dict.pop("extra_card", None)
+    card = {
+        "model_name": cfg.model_name,
+        "checkpoint": ckpt.name,
+        "checkpoint_bytes": ckpt.stat().st_size if ckpt.is_file() else None,
+        "weights_dtype": "float16" if cfg.half_checkpoint else "float32",
+        "embedding_dim": embed_dim,
+        "parameters": n_params,
+        "image_size": size,
+        "init": cfg.init,
+        "token_embeddings_from_minilm": token_init,
+        "command": cfg.command,
+        "training_config": cfg_dict,
+        "data": {
+            "sources": data.sources,
+            "train_pairs": int(len(data.images)),
+            "distinct_captions": len(data.captions),
+            "captions": f"title (p={cfg.title_prob:.2f}) else one of: <articleType>, a photo of <articleType>, <baseColour> <articleType>, "
+            "a photo of <baseColour> <articleType>, <usage> <articleType>, <baseColour> <subCategory>",
+        },
+        "split": {
+            "rule": "validation = the val_size product_ids of the first manifest with the smallest sha1('<salt>:<product_id>'), "
+            "or every id whose hash/2^64 < val_fraction; those ids are excluded from training in every manifest",
+            "salt": cfg.split_salt,
+            "val_size": cfg.val_size if cfg.val_fraction is None else None,
+            "val_fraction": cfg.val_fraction,
+            "validation_products": len(data.val_records),
+        },
+        "training": {
+            "steps": step,
+            "planned_steps": total_steps,
+            "epochs_completed": round(step / max(1, len(data.images) // cfg.batch_size), 2),
+            "minutes": round(elapsed / 60, 2),
+            "stopped_at_time_limit": stopped_early,
+            "final_logit_scale": round(float(model.logit_scale.exp()), 3),
+            "hardware": _hardware(),
+        },
+        "validation_history": history,
+        "validation_metrics": history[-1] if history else {},
+        "validation_note": "metrics computed during training on the held-out products at the training resolution from the "
+        "uint8 cache; manage.py evaluate --split val recomputes them from the JPEGs through the model's own preprocessing",
+    }
+    card.update(cfg.extra_card)
+    return card

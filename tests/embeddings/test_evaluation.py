@@ -1,0 +1,168 @@
+"""Retrieval metric maths and hybrid-search helpers on hand-made data with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from embeddings.evaluation import (
+    colour_type_queries,
+    label_precision_at_k,
+    mean_reciprocal_rank,
+    precision_at_k,
+    precision_ceiling,
+    recall_at_k,
+    recall_mrr_from_ranks,
+    retrieval_report,
+    target_ranks,
+    top_k,
+    zero_shot_accuracy,
+)
+from embeddings.hybrid import (
+    BM25,
+    choose_min_score,
+    hybrid_rank,
+    random_string_queries,
+    rrf_fuse,
+    tokenize,
+)
+
+
+def test_precision_at_k_divides_by_k_and_counts_short_rankings_as_misses():
+    rankings = [[1, 2, 3, 4], [5, 6]]
+    relevant = [{1, 3}, {5, 6, 7}]
+    # query 1: 2 hits of 4; query 2: 2 hits, ranking has only 2 items, still divided by 4
+    assert precision_at_k(rankings, relevant, k=4) == pytest.approx((2 / 4 + 2 / 4) / 2)
+    assert precision_at_k([[9, 1]], [{1}], k=1) == 0.0
+
+
+def test_precision_ceiling_is_mean_of_min_k_relevant_over_k():
+    assert precision_ceiling([3, 10, 25], k=10) == pytest.approx((0.3 + 1.0 + 1.0) / 3)
+
+
+def test_recall_and_mrr():
+    rankings = [[4, 2, 7], [1, 0, 3], [5, 6, 8]]
+    targets = [4, 3, 9]
+    assert recall_at_k(rankings, targets, 1) == pytest.approx(1 / 3)
+    assert recall_at_k(rankings, targets, 3) == pytest.approx(2 / 3)
+    assert mean_reciprocal_rank(rankings, targets) == pytest.approx((1 + 1 / 3 + 0) / 3)
+
+
+def test_target_ranks_are_pessimistic_on_ties():
+    scores = np.array([[0.9, 0.1, 0.5], [0.2, 0.2, 0.2], [0.0, 0.3, 0.4]])
+    ranks = target_ranks(scores, [0, 1, 0])
+    assert ranks.tolist() == [1, 3, 3]
+    out = recall_mrr_from_ranks(ranks, (1, 3))
+    assert out["recall@1"] == pytest.approx(1 / 3)
+    assert out["recall@3"] == 1.0
+    assert out["mrr"] == pytest.approx((1 + 1 / 3 + 1 / 3) / 3)
+
+
+def test_top_k_excludes_self():
+    scores = np.array([[1.0, 0.5, 0.9], [0.5, 1.0, 0.2], [0.9, 0.2, 1.0]])
+    assert top_k(scores, 2, exclude_self=True).tolist() == [[2, 1], [0, 2], [0, 1]]
+    assert top_k(scores, 1).tolist() == [[0], [1], [2]]
+
+
+def test_label_precision_excludes_the_query_itself():
+    # Two tight clusters; the query is its own best match but must not count.
+    emb = np.array([[1, 0], [0.99, 0.14], [0, 1], [0.14, 0.99]], dtype=np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    labels = ["a", "a", "b", "b"]
+    # k=1: nearest other item shares the label -> 1.0 (with self included it would also be 1.0)
+    assert label_precision_at_k(emb, labels, k=1) == 1.0
+    # k=2: one same-label neighbour and one other-label item -> 0.5 (self would make it 1.0)
+    assert label_precision_at_k(emb, labels, k=2) == 0.5
+
+
+def test_zero_shot_accuracy():
+    images = np.array([[1, 0], [0, 1], [1, 0.1]], dtype=np.float32)
+    classes = np.array([[1, 0], [0, 1]], dtype=np.float32)
+    assert zero_shot_accuracy(images, classes, [0, 1, 1]) == pytest.approx(2 / 3)
+
+
+def test_colour_type_queries_need_three_items_and_both_fields():
+    types = ["Tshirts"] * 4 + ["Shirts"] * 2 + ["Tshirts"]
+    colours = ["Navy Blue", "Navy Blue", "Navy Blue", "Red", "White", "White", ""]
+    queries = colour_type_queries(types, colours)
+    assert [(q.text, sorted(q.relevant)) for q in queries] == [("Navy Blue Tshirts", [0, 1, 2])]
+
+
+def test_retrieval_report_on_a_perfect_toy_space():
+    # Three groups of three items; each item's image vector is its group's direction plus a tiny
+    # item-specific offset, and every text maps to a known direction, so each metric is known.
+    dims = 4
+    directions = {
+        "red a": [1, 0, 0, 0], "Red A": [1, 0, 0, 0],
+        "red b": [0, 1, 0, 0], "Red B": [0, 1, 0, 0],
+        "blue a": [0, 0, 1, 0], "Blue A": [0, 0, 1, 0],
+        "a photo of A": [1, 0, 1, 0], "a photo of B": [0, 1, 0, 0],
+    }
+
+    def encode(texts):
+        out = np.array([directions.get(t, [0, 0, 0, 1]) for t in texts], dtype=np.float32)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    titles = ["red a"] * 3 + ["red b"] * 3 + ["blue a"] * 3
+    types = ["A"] * 3 + ["B"] * 3 + ["A"] * 3
+    colours = ["Red"] * 6 + ["Blue"] * 3
+    rng = np.random.default_rng(0)
+    img = encode(titles) + 1e-3 * rng.standard_normal((9, dims)).astype(np.float32)
+    img /= np.linalg.norm(img, axis=1, keepdims=True)
+    rep = retrieval_report(img, titles, types, colours, encode, k=2)
+    assert rep["img2img_type_colour_p@10"] == 1.0  # the 2 nearest others are the same group
+    assert rep["img2img_type_p@10"] == 1.0
+    assert rep["text_queries"] == 3.0
+    assert rep["text2img_p@10"] == 1.0
+    assert rep["text2img_ceiling"] == 1.0  # min(2, 3) / 2
+    # Three items share each title's direction, so the exact product ranks 1-3: recall@10 is 1.
+    assert rep["title_recall@10"] == 1.0
+    assert 1 / 3 <= rep["title_mrr"] <= 1.0
+    assert rep["zero_shot_type_acc"] == 1.0
+    assert rep["zero_shot_classes"] == 2.0
+
+
+def test_tokenize_is_case_insensitive_alphanumeric():
+    assert tokenize("Navy-Blue T-Shirt, 2 PACK") == ["navy", "blue", "t", "shirt", "2", "pack"]
+
+
+def test_bm25_ranks_rarer_and_more_frequent_terms_higher():
+    docs = ["red shirt", "blue shirt", "red red dress", "green socks"]
+    bm = BM25(docs)
+    assert bm.rank("red dress") == [2, 0]
+    assert bm.rank("shirt")[:2] == [0, 1]  # equal scores keep document order
+    assert bm.rank("purple") == []
+    s = bm.scores("Socks")
+    assert s[3] > 0 and np.count_nonzero(s) == 1
+
+
+def test_rrf_fuse_known_scores_and_ties():
+    fused = rrf_fuse([[1, 2, 3], [3, 1]], k=0)
+    # scores: 1 -> 1/1 + 1/2 = 1.5, 3 -> 1/3 + 1 = 1.333, 2 -> 1/2
+    assert fused == [1, 3, 2]
+    assert rrf_fuse([[5, 4, 3]]) == [5, 4, 3]
+    assert rrf_fuse([[1, 2], [2, 1]], k=60) == [1, 2]  # tie -> first-seen order
+    assert rrf_fuse([[1, 2], [3]], limit=1) == [1]
+    with pytest.raises(ValueError):
+        rrf_fuse([[1]], weights=[1.0, 2.0])
+
+
+def test_hybrid_rank_leaves_vector_results_alone_without_lexical_hits():
+    assert hybrid_rank([3, 1, 2], [], limit=2) == [3, 1]
+    assert hybrid_rank([3, 1, 2], [2], k=1)[0] == 2  # 1/(1+3) + 1/(1+1) beats 1/(1+1)
+
+
+def test_choose_min_score_keeps_real_queries_and_rejects_nonsense():
+    real = [0.5, 0.6, 0.7, 0.8, 0.9] * 4
+    junk = [0.1, 0.2, 0.3, 0.55]
+    t = choose_min_score(real, junk, min_real_kept=0.95)
+    assert t.min_score == 0.5
+    assert t.real_kept == 1.0
+    assert t.nonsense_rejected == 0.75
+    t80 = choose_min_score(real, junk, min_real_kept=0.8)
+    assert t80.min_score == pytest.approx(0.6) and t80.nonsense_rejected == 1.0
+
+
+def test_random_string_queries_are_deterministic():
+    assert random_string_queries(5, seed=1) == random_string_queries(5, seed=1)
+    assert len(set(random_string_queries(50))) == 50

@@ -1,0 +1,177 @@
+"""Training pipeline: manifest checks, the deterministic split, and a tiny end-to-end training run
+on generated coloured-shape images (no shared data, no network)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from embeddings.encoder import ClipEncoder, register_model_config
+from embeddings.training.data import (
+    ManifestError,
+    captions_for,
+    read_manifest,
+    split_records,
+    validation_ids,
+)
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), "yellow": (235, 220, 30)}
+SHAPES = ("circle", "square", "triangle")
+TRAIN_MODEL = "test-train-tiny"
+TRAIN_CFG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+    "text_cfg": {"context_length": 8, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
+}
+
+
+def _draw(shape: str, colour: tuple[int, int, int], rng: random.Random, size: int = 32) -> Image.Image:
+    img = Image.new("RGB", (size, size), (245, 245, 245))
+    d = ImageDraw.Draw(img)
+    r = rng.randint(8, 13)
+    cx, cy = rng.randint(r, size - r), rng.randint(r, size - r)
+    box = (cx - r, cy - r, cx + r, cy + r)
+    if shape == "circle":
+        d.ellipse(box, fill=colour)
+    elif shape == "square":
+        d.rectangle(box, fill=colour)
+    else:
+        d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=colour)
+    return img
+
+
+def make_shapes_manifest(root: Path, per_pair: int = 5, seed: int = 0) -> Path:
+    """``per_pair`` images of each colour x shape, with titles like 'red circle'."""
+    rng = random.Random(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    pid = 1000
+    for colour, rgb in COLOURS.items():
+        for shape in SHAPES:
+            for _ in range(per_pair):
+                pid += 1
+                rel = f"images/{pid}.png"
+                _draw(shape, rgb, rng).save(root / rel)
+                rows.append({"path": rel, "product_id": str(pid), "title": f"{colour} {shape}",
+                             "articleType": shape, "baseColour": colour, "usage": ""})
+    manifest = root / "manifest.csv"
+    with manifest.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return manifest
+
+
+# -- fast checks ------------------------------------------------------------------------------
+
+def test_missing_column_says_what_to_add(tmp_path):
+    (tmp_path / "m.csv").write_text("path,product_id\na.jpg,1\n")
+    with pytest.raises(ManifestError, match=r"lacks column\(s\) \['title'\]"):
+        read_manifest(tmp_path / "m.csv", tmp_path)
+
+
+def test_missing_images_are_counted(tmp_path):
+    manifest = make_shapes_manifest(tmp_path, per_pair=1)
+    for p in list((tmp_path / "images").iterdir())[:3]:
+        p.unlink()
+    with pytest.raises(ManifestError, match=r"^3 image file\(s\) listed"):
+        read_manifest(manifest, tmp_path)
+    assert len(read_manifest(manifest, tmp_path, drop_missing=True)) == 12 - 3
+
+
+def test_split_is_deterministic_disjoint_and_order_free(tmp_path):
+    records = read_manifest(make_shapes_manifest(tmp_path, per_pair=3), tmp_path)
+    val = validation_ids(records, size=10)
+    assert len(val) == 10
+    assert validation_ids(list(reversed(records)), size=10) == val
+    train, held = split_records(records, val)
+    assert {r.product_id for r in train}.isdisjoint({r.product_id for r in held})
+    assert len(train) + len(held) == len(records)
+    by_fraction = validation_ids(records, fraction=0.5)
+    assert 0 < len(by_fraction) < len(records)
+    with pytest.raises(ManifestError):
+        validation_ids(records, size=5, fraction=0.1)
+
+
+def test_captions_include_title_and_metadata(tmp_path):
+    records = read_manifest(make_shapes_manifest(tmp_path, per_pair=1), tmp_path)
+    caps = captions_for(records[0])
+    assert caps[0] == "red circle"
+    assert "a photo of circle" in caps and "red circle" in caps
+
+
+# -- end to end -------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_tiny_training_beats_chance_and_checkpoint_reloads(tmp_path):
+    from embeddings.training.train import Source, TrainConfig, train_model
+
+    torch.set_num_threads(2)
+    manifest = make_shapes_manifest(tmp_path / "data", per_pair=6)
+    register_model_config(TRAIN_MODEL, TRAIN_CFG)
+    out = tmp_path / "out" / "tiny.pt"
+    cfg = TrainConfig(
+        sources=[Source(str(manifest), str(tmp_path / "data"))],
+        model_name=TRAIN_MODEL,
+        output=str(out),
+        epochs=40,
+        batch_size=16,
+        val_size=24,
+        lr=3e-3,
+        warmup_steps=10,
+        cache_dir=None,
+        workers=1,
+        title_prob=0.7,
+        half_checkpoint=False,
+        augment=False,
+        command="pytest",
+    )
+    model, card = train_model(cfg, log=lambda _msg: None)
+
+    # Held-out images: classify each into the 12 "colour shape" captions (chance = 1/12).
+    records = read_manifest(manifest, tmp_path / "data")
+    val_ids = validation_ids(records, size=24)
+    held = [r for r in records if r.product_id in val_ids]
+    labels = sorted({r.title for r in records})
+    encoder = ClipEncoder(TRAIN_MODEL, str(out), batch_size=16)
+    images = [Image.open(r.image_path).convert("RGB") for r in held]
+    img = encoder.encode_images(images)
+    txt = encoder.encode_texts(labels)
+    pred = np.argmax(img @ txt.T, axis=1)
+    acc = float(np.mean([labels[p] == r.title for p, r in zip(pred, held, strict=True)]))
+    assert acc > 3 / 12, f"held-out accuracy {acc:.2f} is not clearly above chance (1/12)"
+
+    # The checkpoint reloads through ClipEncoder (sidecar config) with the same embeddings.
+    x = torch.stack([encoder._preprocess(i) for i in images])
+    with torch.no_grad():
+        direct = torch.nn.functional.normalize(model.encode_image(x).float(), dim=-1).numpy()
+    np.testing.assert_allclose(img, direct, atol=1e-5)
+
+    sidecar = json.loads(Path(str(out) + ".json").read_text())
+    assert sidecar["model_name"] == TRAIN_MODEL and sidecar["model_cfg"]["embed_dim"] == 32
+    card_file = out.with_name("tiny.card.json")
+    card_on_disk = json.loads(card_file.read_text())
+    assert card_on_disk["embedding_dim"] == 32
+    assert card_on_disk["parameters"] == card["parameters"] > 0
+    assert card_on_disk["split"]["validation_products"] == 24
+    assert "zero_shot_type_acc" in card_on_disk["validation_metrics"]
+    assert card_on_disk["command"] == "pytest"
+
+    # Strict open_clip loading of the fp16 variant works too (what the starter ships).
+    import open_clip
+
+    from embeddings.training.checkpoint import save_checkpoint
+
+    half = tmp_path / "out" / "tiny-half.pt"
+    save_checkpoint(model, half, TRAIN_MODEL, TRAIN_CFG, half=True)
+    reloaded = open_clip.create_model(TRAIN_MODEL, pretrained=str(half))
+    with torch.no_grad():
+        again = torch.nn.functional.normalize(reloaded.encode_image(x).float(), dim=-1).numpy()
+    assert float(np.min(np.sum(again * direct, axis=1))) > 0.999
