@@ -1,0 +1,1 @@
+"""Training of CLIP-style models on catalog manifests (plain Python, no Django)."""
