@@ -17,7 +17,9 @@ log = logging.getLogger(__name__)
 @register.inclusion_tag("embeddings/_more_like_this.html")
 def more_like_this(product, limit: int = 8) -> dict:
     try:
-        hits = product_similar(product_id=product.pk, limit=limit)
+        # Sliced, so the ranked ids become products in one query (iterating would load one
+        # product per query).
+        hits = list(product_similar(product_id=product.pk, limit=limit)[:limit])
     except Exception:
         # "More like this" is an extra: a broken model or index must not take the product
         # page down with it. The error is logged for staff; the shopper sees no section.

@@ -107,3 +107,13 @@ def test_catalog_python_code_never_imports_embeddings():
         if re.search(r"^\s*(from|import)\s+embeddings\b", path.read_text(), re.MULTILINE)
     ]
     assert offenders == []
+
+
+def test_more_like_this_loads_its_products_in_a_few_queries(client, django_assert_max_num_queries):
+    product = create("Red shirt", (220, 20, 20))
+    for n in range(8):
+        create(f"Other {n}", (20 * n, 40, 200 - 20 * n))
+    client.get(product.get_absolute_url())  # warm the encoder and index
+    with django_assert_max_num_queries(10):
+        html = client.get(product.get_absolute_url()).content.decode()
+    assert len(more_like_this_titles(html)) == 8
