@@ -64,6 +64,15 @@ def exception_handler(exc, context):
     })
 
 
+def api_not_found(request, *args, **kwargs):
+    from django.http import JsonResponse
+
+    return JsonResponse(
+        {"error": {"code": "not_found", "message": f"No API endpoint at {request.path}; see /api/v1/docs/."}},
+        status=404,
+    )
+
+
 class PageNumberPagination(pagination.PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = MAX_PAGE_SIZE

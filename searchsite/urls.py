@@ -4,12 +4,16 @@ from django.urls import include, path, re_path
 from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from searchsite.api import api_not_found
+
 api_v1 = [
     path("", include("catalog.api.urls")),
     path("", include("embeddings.api.urls")),
     path("schema/", SpectacularAPIView.as_view(api_version="v1"), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-v1:schema"), name="docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="api-v1:schema"), name="redoc"),
+    # Anything else under /api/v1/ (e.g. /products/abc/) is a JSON 404, not an HTML page.
+    re_path(r"^.*$", api_not_found),
 ]
 
 urlpatterns = [
