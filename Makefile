@@ -57,7 +57,7 @@ demo: install
 	@mkdir -p "$${DATA_DIR:-var}"
 	@$(if $(DEMO_MODEL_NOTE),echo "NOTE: $(DEMO_MODEL_NOTE)",true)
 	$(DEMO_MODEL_ENV) $(MANAGE) migrate --noinput
-	@$(MANAGE) shell -c "from django.contrib.auth import get_user_model; U = get_user_model(); exists = U.objects.filter(username='$(ADMIN_USER)').exists(); exists or U.objects.create_superuser('$(ADMIN_USER)', 'admin@example.com', '$(ADMIN_PASSWORD)'); print('Admin user: $(ADMIN_USER) / $(ADMIN_PASSWORD)' + (' (already there)' if exists else ' (created)'))"
+	@$(MANAGE) shell -v 0 -c "from django.contrib.auth import get_user_model; U = get_user_model(); exists = U.objects.filter(username='$(ADMIN_USER)').exists(); exists or U.objects.create_superuser('$(ADMIN_USER)', 'admin@example.com', '$(ADMIN_PASSWORD)'); print('Admin user: $(ADMIN_USER) / $(ADMIN_PASSWORD)' + (' (already there)' if exists else ' (created)'))"
 	$(DEMO_MODEL_ENV) $(MANAGE) load_demo_catalog $(if $(DEMO_CATALOG),--source "$(DEMO_CATALOG)",)
 	$(DEMO_MODEL_ENV) $(MANAGE) rebuild_index
 	@echo
