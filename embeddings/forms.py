@@ -80,7 +80,17 @@ class SearchForm(FilterForm):
         required=False,
         min_value=1,
         widget=forms.HiddenInput,
-        error_messages={"invalid": "That link to similar products is broken."},
+        error_messages={
+            "invalid": "That link to similar products is broken.",
+            "min_value": "That link to similar products is broken.",
+        },
+    )
+    # A catalog image to search with (a product page's "search with this photo").
+    photo = forms.IntegerField(
+        required=False,
+        min_value=1,
+        widget=forms.HiddenInput,
+        error_messages={"invalid": "That photo link is broken.", "min_value": "That photo link is broken."},
     )
 
 

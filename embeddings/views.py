@@ -23,11 +23,12 @@ from django.views.decorators.http import require_http_methods
 from catalog.selectors import product_get, product_list
 
 from . import runtime, selectors
+from .encoder import ImageDecodeError, load_image
 from .forms import PhotoSearchForm, SearchForm
 
 PER_PAGE = 24
-# Ranked searches stop here: past ten pages the matches are noise, and a bounded list keeps
-# each page view one cheap FAISS query plus one product fetch.
+# Ranked searches stop here: past ten pages the matches are noise, and a bounded ranking keeps
+# each page view one small FAISS query (products are loaded only for the page shown).
 RESULT_LIMIT = 240
 # Photo queries live in the session (database-backed by default), not a per-process cache, so
 # any web process or replica can serve page 2; a token is only valid for the shopper who
@@ -56,8 +57,33 @@ def _photo_upload(request: HttpRequest) -> HttpResponse:
         # Image alone: the text (which the shopper may edit on the results page) is combined
         # with it on each GET, by the same rule as an upload of both.
         params["qi"] = _photo_store(request, selectors.query_vector(image=image))
+    return _redirect_to_search(params)
+
+
+def _redirect_to_search(params: dict) -> HttpResponse:
     query = urlencode({k: v for k, v in params.items() if v not in (None, "")})
     return redirect(f"{reverse('embeddings:search')}?{query}" if query else reverse("embeddings:search"))
+
+
+def _photo_from_catalog(request: HttpRequest, form: SearchForm) -> HttpResponse | None:
+    """`/?photo=<image id>` ("search with this photo" on a product page): the catalog image
+    becomes a photo query exactly like an upload, then the usual redirect to `?qi=`.
+    Returns None (and adds the reason to the form) when the photo cannot be used."""
+    image_id = form.cleaned_data["photo"]
+    product = product_list().filter(images__id=image_id).first()
+    image = next((i for i in product.images.all() if i.id == image_id), None) if product else None
+    if image is None:
+        form.add_error("photo", "That photo is no longer in the catalog.")
+        return None
+    try:
+        with image.image.open("rb") as fh:
+            picture = load_image(fh, max_pixels=settings.MAX_IMAGE_PIXELS)
+    except (ImageDecodeError, OSError):
+        form.add_error("photo", "That photo cannot be read right now; try another one.")
+        return None
+    params = {name: form.cleaned_data.get(name) for name in FILTER_FIELDS}
+    params["qi"] = _photo_store(request, selectors.query_vector(image=picture))
+    return _redirect_to_search(params)
 
 
 def _search_page(request: HttpRequest) -> HttpResponse:
@@ -65,6 +91,13 @@ def _search_page(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         context = _context(request, form=form, photo_form=PhotoSearchForm(initial=request.GET.dict()), mode="error")
         return render(request, "embeddings/search.html", context, status=400)
+
+    if form.cleaned_data["photo"]:
+        response = _photo_from_catalog(request, form)
+        if response is not None:
+            return response
+        context = _context(request, form=form, photo_form=PhotoSearchForm(initial=request.GET.dict()), mode="error")
+        return render(request, "embeddings/search.html", context, status=404)
 
     data, filters = form.cleaned_data, form.filters()
     text, token, similar_id = data["q"], data["qi"], data["similar"]

@@ -48,6 +48,8 @@ def test_product_page_shows_details_and_every_image(client):
         assert image.image.url in html
     assert html.count("data-gallery-thumb") == 3
     assert f"/?similar={product.pk}" in html
+    for image in product.images.all():  # "search with this photo", one per image
+        assert f"/?photo={image.pk}" in html
 
 
 def test_missing_product_is_404(client):

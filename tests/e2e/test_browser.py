@@ -94,18 +94,20 @@ def page(browser, live_server, media_served):
 @pytest.fixture
 def media_served(settings):
     """The media route binds MEDIA_ROOT when searchsite.urls is imported, but each test gets its
-    own MEDIA_ROOT (conftest); re-import the URLconf so the live server serves this test's
-    uploads, and again afterwards so later tests are not tied to this folder."""
-    from django.urls import clear_url_caches
+    own MEDIA_ROOT (conftest): point the route at this test's folder while it runs."""
+    from django.views.static import serve
 
     import searchsite.urls
 
-    settings.SERVE_MEDIA = True
-    importlib.reload(searchsite.urls)
-    clear_url_caches()
+    # A route that reads MEDIA_ROOT per request needs nothing; the tests check images load.
+    routes = [p for p in searchsite.urls.urlpatterns if getattr(p, "callback", None) is serve]
+    saved = [dict(route.default_args) for route in routes]
+    for route in routes:
+        route.default_args["document_root"] = settings.MEDIA_ROOT
     yield
-    importlib.reload(searchsite.urls)
-    clear_url_caches()
+    for route, args in zip(routes, saved, strict=True):
+        route.default_args.clear()
+        route.default_args.update(args)
 
 
 @pytest.fixture
@@ -247,3 +249,11 @@ def test_product_page_shows_gallery_and_more_like_this(page, live_server, shots)
     section.locator(".card a").first.click()
     page.wait_for_url(re.compile(r"/products/\d+/$"))
     assert page.inner_text("h1") == similar[0]
+
+    # "Search with this photo" follows the photo shown: the second one of this product.
+    page.go_back()
+    page.wait_for_url(re.compile(rf"/products/{product.pk}/$"))
+    page.locator("[data-gallery-thumb]").nth(1).click()
+    page.click("[data-photo-search]")
+    page.wait_for_url(re.compile(r"\?qi="))
+    assert card_titles(page)[0] == product.title

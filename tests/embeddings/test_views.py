@@ -302,3 +302,27 @@ def test_editing_the_text_of_a_photo_search_keeps_the_photo(client):
     assert "Results for your photo and “with a collar”" in html
     assert f'name="qi" value="{token}"' in html  # header box and filters keep refining it
     assert target.title in card_titles(response)
+
+
+def test_search_with_a_catalog_photo_shows_that_product_first(client):
+    for n in range(4):
+        create(f"Tee {n}", n)
+    target = create("Two photo tee", 5, extra_images=[6])
+    second_photo = list(target.images.all())[1]
+    response = client.get(SEARCH, {"photo": second_photo.pk, "category": "shirts"})
+    assert response.status_code == 302
+    params = parse_qs(urlparse(response["Location"]).query)
+    assert set(params) == {"qi", "category"}
+    page = client.get(response["Location"])
+    assert card_titles(page)[0] == target.title
+    assert "Results for your photo" in page.content.decode()
+
+
+@pytest.mark.parametrize("case", ["missing", "inactive", "garbage"])
+def test_search_with_an_unavailable_catalog_photo_is_a_message(client, case):
+    hidden = create("Retired tee", 0, active=False)
+    photo_id = {"missing": 999999, "inactive": hidden.images.first().pk, "garbage": "abc"}[case]
+    response = client.get(SEARCH, {"photo": photo_id})
+    assert response.status_code in (400, 404)
+    html = response.content.decode()
+    assert "That photo is no longer in the catalog" in html or "That photo link is broken" in html

@@ -10,6 +10,10 @@
       event.preventDefault();
       main.src = link.href;
       main.alt = link.querySelector("img").alt.replace(/ \(photo \d+\)$/, "");
+      var searchLink = document.querySelector("[data-photo-search]");
+      if (searchLink && link.getAttribute("data-photo-search-url")) {
+        searchLink.href = link.getAttribute("data-photo-search-url");
+      }
       thumbs.forEach(function (other) { other.removeAttribute("aria-current"); });
       link.setAttribute("aria-current", "true");
     });
