@@ -42,8 +42,12 @@ class FilterForm(forms.Form):
         required=False,
         error_messages={"invalid_choice": "That category does not exist; pick one from the list."},
     )
-    price_min = forms.DecimalField(label="Min price", error_messages=price_errors("Min price"), **PRICE_FIELD)
-    price_max = forms.DecimalField(label="Max price", error_messages=price_errors("Max price"), **PRICE_FIELD)
+    price_min = forms.DecimalField(
+        label="Min price", error_messages=price_errors("Min price"), **PRICE_FIELD
+    )
+    price_max = forms.DecimalField(
+        label="Max price", error_messages=price_errors("Max price"), **PRICE_FIELD
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -60,7 +64,9 @@ class FilterForm(forms.Form):
         cleaned = super().clean()
         low, high = cleaned.get("price_min"), cleaned.get("price_max")
         if low is not None and high is not None and low > high:
-            raise forms.ValidationError("Min price is higher than max price; swap them or clear one.")
+            raise forms.ValidationError(
+                "Min price is higher than max price; swap them or clear one."
+            )
         return cleaned
 
     def filters(self) -> dict:
@@ -90,7 +96,10 @@ class SearchForm(FilterForm):
         required=False,
         min_value=1,
         widget=forms.HiddenInput,
-        error_messages={"invalid": "That photo link is broken.", "min_value": "That photo link is broken."},
+        error_messages={
+            "invalid": "That photo link is broken.",
+            "min_value": "That photo link is broken.",
+        },
     )
 
 
@@ -121,5 +130,7 @@ class PhotoSearchForm(FilterForm):
     def clean(self):
         cleaned = super().clean()
         if not self.errors and cleaned.get("image") is None and not cleaned.get("q"):
-            raise forms.ValidationError("Choose a photo to search with (or type what you are looking for).")
+            raise forms.ValidationError(
+                "Choose a photo to search with (or type what you are looking for)."
+            )
         return cleaned

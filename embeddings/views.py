@@ -62,7 +62,9 @@ def _photo_upload(request: HttpRequest) -> HttpResponse:
 
 def _redirect_to_search(params: dict) -> HttpResponse:
     query = urlencode({k: v for k, v in params.items() if v not in (None, "")})
-    return redirect(f"{reverse('embeddings:search')}?{query}" if query else reverse("embeddings:search"))
+    return redirect(
+        f"{reverse('embeddings:search')}?{query}" if query else reverse("embeddings:search")
+    )
 
 
 def _photo_from_catalog(request: HttpRequest, form: SearchForm) -> HttpResponse | None:
@@ -89,14 +91,18 @@ def _photo_from_catalog(request: HttpRequest, form: SearchForm) -> HttpResponse 
 def _search_page(request: HttpRequest) -> HttpResponse:
     form = SearchForm(request.GET)
     if not form.is_valid():
-        context = _context(request, form=form, photo_form=PhotoSearchForm(initial=request.GET.dict()), mode="error")
+        context = _context(
+            request, form=form, photo_form=PhotoSearchForm(initial=request.GET.dict()), mode="error"
+        )
         return render(request, "embeddings/search.html", context, status=400)
 
     if form.cleaned_data["photo"]:
         response = _photo_from_catalog(request, form)
         if response is not None:
             return response
-        context = _context(request, form=form, photo_form=PhotoSearchForm(initial=request.GET.dict()), mode="error")
+        context = _context(
+            request, form=form, photo_form=PhotoSearchForm(initial=request.GET.dict()), mode="error"
+        )
         return render(request, "embeddings/search.html", context, status=404)
 
     data, filters = form.cleaned_data, form.filters()
@@ -111,7 +117,9 @@ def _search_page(request: HttpRequest) -> HttpResponse:
             if extra["similar_product"] is None:
                 status = 404
             else:
-                results = selectors.product_similar(product_id=similar_id, limit=RESULT_LIMIT, **filters)
+                results = selectors.product_similar(
+                    product_id=similar_id, limit=RESULT_LIMIT, **filters
+                )
         elif token:
             mode = "photo"
             vector = _photo_load(request, token)
@@ -131,15 +139,25 @@ def _search_page(request: HttpRequest) -> HttpResponse:
         mode, results, status = "error", [], 400
 
     page = Paginator(results, PER_PAGE).get_page(request.GET.get("page"))
-    photo_form = PhotoSearchForm(initial={name: request.GET.get(name, "") for name in FILTER_FIELDS})
+    photo_form = PhotoSearchForm(
+        initial={name: request.GET.get(name, "") for name in FILTER_FIELDS}
+    )
     page_range = page.paginator.get_elided_page_range(page.number, on_each_side=2, on_ends=1)
     context = _context(
-        request, form=form, photo_form=photo_form, mode=mode, page_obj=page, page_range=list(page_range), **extra
+        request,
+        form=form,
+        photo_form=photo_form,
+        mode=mode,
+        page_obj=page,
+        page_range=list(page_range),
+        **extra,
     )
     return render(request, "embeddings/search.html", context, status=status)
 
 
-def _context(request: HttpRequest, *, form: SearchForm, photo_form: PhotoSearchForm, mode: str, **extra) -> dict:
+def _context(
+    request: HttpRequest, *, form: SearchForm, photo_form: PhotoSearchForm, mode: str, **extra
+) -> dict:
     return {
         "form": form,
         "photo_form": photo_form,
@@ -157,9 +175,10 @@ def _context(request: HttpRequest, *, form: SearchForm, photo_form: PhotoSearchF
 def _photo_store(request: HttpRequest, vector: np.ndarray) -> str:
     token = secrets.token_urlsafe(8)
     stored = dict(request.session.get(PHOTO_SESSION_KEY, {}))
+    packed = np.ascontiguousarray(vector, dtype="<f4").tobytes()
     stored[token] = {
         "model": runtime.get_encoder().model_id,
-        "vector": base64.b64encode(np.ascontiguousarray(vector, dtype="<f4").tobytes()).decode("ascii"),
+        "vector": base64.b64encode(packed).decode("ascii"),
     }
     # Dicts keep insertion order: drop the oldest beyond the cap.
     request.session[PHOTO_SESSION_KEY] = dict(list(stored.items())[-PHOTO_QUERIES_KEPT:])

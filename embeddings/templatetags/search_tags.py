@@ -33,4 +33,6 @@ def matched_image(hit: ProductHit):
     """The product image that matched the query (several images collapse into one hit); the
     product's first image if that one is gone."""
     images = list(hit.product.images.all())
-    return next((image for image in images if image.id == hit.image_id), images[0] if images else None)
+    return next(
+        (image for image in images if image.id == hit.image_id), images[0] if images else None
+    )

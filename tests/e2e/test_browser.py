@@ -48,9 +48,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def chromium_problem() -> str | None:
-    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)) and not shutil.which(CHROMIUM):
-        return INSTALL_HINT
-    return None
+    installed = os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)
+    return None if installed or shutil.which(CHROMIUM) else INSTALL_HINT
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +66,9 @@ def browser():
     try:
         with sync_playwright() as playwright:
             try:
-                chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+                chromium = playwright.chromium.launch(
+                    executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+                )
             except Exception as exc:  # a broken install fails here, with the way to fix it
                 pytest.fail(f"{INSTALL_HINT}\nLaunching it failed: {exc}")
             yield chromium
@@ -118,23 +119,37 @@ def shots(tmp_path) -> Path:
 
 
 # Pictures that differ for every n: background colour x shape x accent colour.
-COLORS = [(220, 20, 20), (20, 20, 220), (20, 160, 40), (230, 200, 30), (120, 40, 160), (20, 180, 200), (240, 120, 20)]
+COLORS = [
+    (220, 20, 20),
+    (20, 20, 220),
+    (20, 160, 40),
+    (230, 200, 30),
+    (120, 40, 160),
+    (20, 180, 200),
+    (240, 120, 20),
+]
 SHAPES = ["circle", "square", "stripes"]
 NAMES = ["Tee", "Hoodie", "Dress", "Sneaker", "Tote bag", "Cap", "Scarf"]
 
 
 def picture(n: int) -> bytes:
     accent = (255 - (n * 53) % 200, 255 - (n * 97) % 200, 255 - (n * 151) % 200)
-    return make_image(COLORS[n % len(COLORS)], shape=SHAPES[(n // len(COLORS)) % len(SHAPES)], accent=accent)
+    return make_image(
+        COLORS[n % len(COLORS)], shape=SHAPES[(n // len(COLORS)) % len(SHAPES)], accent=accent
+    )
 
 
 def create_products(count: int) -> list:
-    categories = [catalog_services.category_get_or_create(name=name) for name in ("Tops", "Shoes", "Bags")]
+    categories = [
+        catalog_services.category_get_or_create(name=name) for name in ("Tops", "Shoes", "Bags")
+    ]
     products = []
     for n in range(count):
         images = [SimpleUploadedFile(f"p{n}.png", picture(n), content_type="image/png")]
         if n % 5 == 0:  # some products have a second photo for the gallery
-            images.append(SimpleUploadedFile(f"p{n}b.png", picture(n + 100), content_type="image/png"))
+            images.append(
+                SimpleUploadedFile(f"p{n}b.png", picture(n + 100), content_type="image/png")
+            )
         products.append(
             catalog_services.product_create(
                 title=f"{NAMES[n % len(NAMES)]} no. {n}",
@@ -167,7 +182,9 @@ def test_text_query_shows_a_result_grid(page, live_server, shots):
     first_image = page.locator(".results .card img").first
     first_image.wait_for()
     # Images really load from media (naturalWidth is 0 for a broken image).
-    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=first_image.element_handle())
+    page.wait_for_function(
+        "img => img.complete && img.naturalWidth > 0", arg=first_image.element_handle()
+    )
     page.screenshot(path=str(shots / "search-results.png"), full_page=True)
 
 
@@ -176,7 +193,8 @@ def test_cropped_photo_finds_its_product_first_and_paginates(page, live_server, 
     target = products[9]
     # The shopper's photo: the product's picture in the middle of a bigger, unrelated scene.
     scene = Image.new("RGB", (240, 240), (90, 90, 90))
-    scene.paste(Image.open(io.BytesIO(make_image((250, 250, 250), size=(240, 240), shape="stripes", accent=(0, 0, 0)))))
+    stripes = make_image((250, 250, 250), size=(240, 240), shape="stripes", accent=(0, 0, 0))
+    scene.paste(Image.open(io.BytesIO(stripes)))
     scene.paste(Image.open(io.BytesIO(picture(9))).convert("RGB"), (88, 88))
     photo_path = tmp_path / "shopper-photo.png"
     scene.save(photo_path)
@@ -202,7 +220,9 @@ def test_cropped_photo_finds_its_product_first_and_paginates(page, live_server, 
     # product's own picture (Playwright does not expose multipart bodies of form navigations).
     token = re.search(r"qi=([^&]+)", page.url).group(1)
     cookie = next(c for c in page.context.cookies() if c["name"] == settings.SESSION_COOKIE_NAME)
-    session = importlib.import_module(settings.SESSION_ENGINE).SessionStore(session_key=cookie["value"])
+    session = importlib.import_module(settings.SESSION_ENGINE).SessionStore(
+        session_key=cookie["value"]
+    )
     stored = session.load()[PHOTO_SESSION_KEY][token]
     kept = np.frombuffer(base64.b64decode(stored["vector"]), dtype="<f4")
     expected = selectors.query_vector(image=load_image(picture(9)))

@@ -23,17 +23,35 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 SEARCH = reverse("embeddings:search")
 # Distinct pictures: background colour x shape.
-COLORS = [(220, 20, 20), (20, 20, 220), (20, 160, 40), (230, 200, 30), (120, 40, 160), (20, 180, 200), (240, 120, 20)]
+COLORS = [
+    (220, 20, 20),
+    (20, 20, 220),
+    (20, 160, 40),
+    (230, 200, 30),
+    (120, 40, 160),
+    (20, 180, 200),
+    (240, 120, 20),
+]
 SHAPES = ["circle", "square", "stripes"]
 
 
 def picture(n: int) -> bytes:
     """A different picture for every n (the accent colour keeps them apart past 21)."""
     accent = (255 - (n * 53) % 200, 255 - (n * 97) % 200, 255 - (n * 151) % 200)
-    return make_image(COLORS[n % len(COLORS)], shape=SHAPES[(n // len(COLORS)) % len(SHAPES)], accent=accent)
+    return make_image(
+        COLORS[n % len(COLORS)], shape=SHAPES[(n // len(COLORS)) % len(SHAPES)], accent=accent
+    )
 
 
-def create(title: str, n: int, *, price: str = "19.99", category: str = "Shirts", active: bool = True, extra_images=()):
+def create(
+    title: str,
+    n: int,
+    *,
+    price: str = "19.99",
+    category: str = "Shirts",
+    active: bool = True,
+    extra_images=(),
+):
     images = [SimpleUploadedFile(f"p{n}.png", picture(n))]
     images += [SimpleUploadedFile(f"p{n}-{i}.png", picture(m)) for i, m in enumerate(extra_images)]
     return catalog_services.product_create(
@@ -111,7 +129,9 @@ def test_text_search_applies_category_and_price_filters(client):
     create("Cheap shirt", 0, price="5.00")
     create("Pricey shirt", 1, price="80.00")
     create("Cheap shoe", 2, price="6.00", category="Shoes")
-    response = client.get(SEARCH, {"q": "anything", "category": "shirts", "price_min": "1", "price_max": "10"})
+    response = client.get(
+        SEARCH, {"q": "anything", "category": "shirts", "price_min": "1", "price_max": "10"}
+    )
     assert response.status_code == 200
     assert card_titles(response) == ["Cheap shirt"]
 
@@ -245,8 +265,16 @@ def test_bad_query_values_are_a_message_with_400(client, params, message):
 @pytest.mark.parametrize(
     ("upload_file", "message"),
     [
-        (SimpleUploadedFile("notes.txt", b"just some text, not a picture", content_type="text/plain"), "not a readable image"),
-        (SimpleUploadedFile("broken.png", make_image()[:60], content_type="image/png"), "corrupt or truncated"),
+        (
+            SimpleUploadedFile(
+                "notes.txt", b"just some text, not a picture", content_type="text/plain"
+            ),
+            "not a readable image",
+        ),
+        (
+            SimpleUploadedFile("broken.png", make_image()[:60], content_type="image/png"),
+            "corrupt or truncated",
+        ),
         (SimpleUploadedFile("empty.png", b"", content_type="image/png"), "empty"),
     ],
     ids=["unsupported", "corrupt", "empty"],
@@ -260,7 +288,9 @@ def test_bad_photo_is_a_message_with_400(client, upload_file, message):
 def test_too_large_photo_is_a_message_with_400(client, settings):
     settings.MAX_UPLOAD_BYTES = 1000
     big = make_image(size=(400, 400), shape="stripes", fmt="BMP")
-    response = client.post(SEARCH, {"image": SimpleUploadedFile("big.bmp", big, content_type="image/bmp")})
+    response = client.post(
+        SEARCH, {"image": SimpleUploadedFile("big.bmp", big, content_type="image/bmp")}
+    )
     assert response.status_code == 400
     assert "the limit is 1000" in response.content.decode()
 
