@@ -19,7 +19,7 @@ PORT ?= 8000
 ADMIN_USER ?= admin
 ADMIN_PASSWORD ?= admin
 # Extra arguments for both pytest runs, e.g. `make test PYTEST_ARGS="-k sync -x"`.
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=10
 
 # Without the trained starter checkpoint (embeddings/starter/shopclip-starter.pt) and no model
 # configured, the demo falls back to a random-init ViT-B-32: everything works, results are not
