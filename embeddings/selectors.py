@@ -54,6 +54,10 @@ class RankedProducts(Sequence):
     def count(self) -> int:  # Paginator prefers count()
         return len(self._ranked)
 
+    def __iter__(self):
+        # One query for the whole list, not Sequence's default of one per item.
+        return iter(self._hydrate(self._ranked))
+
     def __getitem__(self, index):
         if isinstance(index, slice):
             return self._hydrate(self._ranked[index])

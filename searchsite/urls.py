@@ -23,8 +23,13 @@ urlpatterns = [
     path("", include("embeddings.urls")),
 ]
 
+
+
+def serve_media(request, path):
+    # MEDIA_ROOT is read per request (not frozen at import) so settings overrides apply.
+    return serve(request, path, document_root=settings.MEDIA_ROOT)
+
+
 if settings.SERVE_MEDIA:
     # The embedded set-up serves uploads itself; production puts them behind the web server/CDN.
-    urlpatterns += [
-        re_path(rf"^{settings.MEDIA_URL.lstrip('/')}(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT})
-    ]
+    urlpatterns += [re_path(rf"^{settings.MEDIA_URL.lstrip('/')}(?P<path>.*)$", serve_media)]

@@ -81,7 +81,7 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, live_server, media_served):
+def page(browser, live_server):
     context = browser.new_context(viewport={"width": 1280, "height": 900}, device_scale_factor=1)
     context.set_default_timeout(15_000)
     page = context.new_page()
@@ -90,25 +90,6 @@ def page(browser, live_server, media_served):
     yield page
     context.close()
     assert errors == [], f"JavaScript errors on the page: {errors}"
-
-
-@pytest.fixture
-def media_served(settings):
-    """The media route binds MEDIA_ROOT when searchsite.urls is imported, but each test gets its
-    own MEDIA_ROOT (conftest): point the route at this test's folder while it runs."""
-    from django.views.static import serve
-
-    import searchsite.urls
-
-    # A route that reads MEDIA_ROOT per request needs nothing; the tests check images load.
-    routes = [p for p in searchsite.urls.urlpatterns if getattr(p, "callback", None) is serve]
-    saved = [dict(route.default_args) for route in routes]
-    for route in routes:
-        route.default_args["document_root"] = settings.MEDIA_ROOT
-    yield
-    for route, args in zip(routes, saved, strict=True):
-        route.default_args.clear()
-        route.default_args.update(args)
 
 
 @pytest.fixture

@@ -118,3 +118,12 @@ def test_query_text_vectors_are_cached(monkeypatch):
     selectors.product_search(text="Blue  Shirt", limit=3)
     selectors.product_search(text="blue shirt", limit=3)
     assert len(calls) == 1
+
+
+def test_iterating_results_loads_products_in_one_query(django_assert_max_num_queries):
+    for i in range(5):
+        product(f"P{i}", [(COLOURS[i], "circle")])
+    results = selectors.product_search(image=query(COLOURS[0]), limit=10)
+    with django_assert_max_num_queries(3):  # products + prefetched images (+ category join)
+        titles = [hit.product.title for hit in results]
+    assert len(titles) == 5
