@@ -15,12 +15,13 @@ from decimal import Decimal
 
 import numpy as np
 from django.conf import settings
+from django.db.models import Q
 from PIL import Image
 
 from catalog.models import Product, ProductImage
 from catalog.selectors import product_filter, product_queryset
 
-from . import runtime
+from . import hybrid, runtime
 from .encoder import l2_normalize
 from .models import ImageEmbedding
 
@@ -35,8 +36,8 @@ class SearchError(ValueError):
 @dataclass(frozen=True)
 class ProductHit:
     product: Product
-    score: float
-    image_id: int
+    score: float  # cosine similarity of the best-matching image (0 when none is indexed yet)
+    image_id: int | None
 
 
 class RankedProducts(Sequence):
@@ -44,7 +45,7 @@ class RankedProducts(Sequence):
     only for the slice that is shown (a page). Works with Django's Paginator and len()."""
 
     def __init__(self, ranked: list[tuple[int, float, int]], products_qs) -> None:
-        self._ranked = ranked  # (product id, score, best image id), best first
+        self._ranked = ranked  # (product id, score, best image id or None), best first
         self._qs = products_qs
         self._cache: dict[int, Product] = {}
 
@@ -77,6 +78,10 @@ class RankedProducts(Sequence):
     @property
     def product_ids(self) -> list[int]:
         return [pid for pid, _, _ in self._ranked]
+
+    @property
+    def rows(self) -> list[tuple[int, float, int | None]]:
+        return list(self._ranked)
 
 
 class _LRU:
@@ -211,22 +216,87 @@ def product_search(
     *,
     text: str | None = None,
     image: Image.Image | None = None,
+    image_vec: np.ndarray | None = None,
     limit: int = 100,
     category: str | None = None,
     price_min: Decimal | None = None,
     price_max: Decimal | None = None,
 ) -> RankedProducts:
-    """Products matching a text query, an image query, or both (their mean vector).
+    """Products matching a text query, an image query (a picture or its stored vector), or both.
 
-    Text-only queries drop results below the model's "no good match" score (runtime.get_min_score),
-    so a query that matches nothing
-    in the catalog returns an honest empty list instead of arbitrary products.
+    Text-only queries drop vector results below the model's "no good match" score
+    (runtime.get_min_score), so a query that matches nothing returns an honest empty list. With
+    EMBEDDINGS_HYBRID on, products whose title or SKU contain the query's words are fused in
+    by reciprocal rank fusion (exact words such as brands, "polo" or a SKU find their product
+    even where the embedding is unsure).
     """
-    vector = query_vector(text=text, image=image)
-    min_score = runtime.get_min_score() if image is None else None
-    return product_search_by_vector(
-        vector, limit=limit, category=category, price_min=price_min, price_max=price_max, min_score=min_score
+    vector = query_vector(text=text, image=image, image_vec=image_vec)
+    has_image = image is not None or image_vec is not None
+    filters = {"category": category, "price_min": price_min, "price_max": price_max}
+    ranked = product_search_by_vector(
+        vector, limit=limit, min_score=None if has_image else runtime.get_min_score(), **filters
     )
+    text = normalize_query_text(text)
+    if not text or not settings.EMBEDDINGS_HYBRID:
+        return ranked
+    products = product_filter(product_queryset(), **filters)
+    lexical = product_lexical_ranking(text=text, products=products, limit=max(limit, 1))
+    if not lexical:
+        return ranked
+    fused = hybrid.hybrid_rank(
+        ranked.product_ids,
+        lexical,
+        k=settings.EMBEDDINGS_HYBRID_RRF_K,
+        lexical_weight=settings.EMBEDDINGS_HYBRID_WEIGHT,
+        limit=min(limit, MAX_RESULTS),
+    )
+    # A query that is exactly a SKU is a lookup: that product first, whatever fusion says.
+    exact = set(products.filter(sku__iexact=text).values_list("id", flat=True))
+    if exact:
+        fused = [pid for pid in lexical if pid in exact] + [pid for pid in fused if pid not in exact]
+    known = {pid: (score, image_id) for pid, score, image_id in ranked.rows}
+    extra = _best_images(vector, [pid for pid in fused if pid not in known])
+    rows = [(pid, *known.get(pid, extra.get(pid, (0.0, None)))) for pid in fused]
+    return RankedProducts(rows, products)
+
+
+LEXICAL_CANDIDATES = 2000
+
+
+def product_lexical_ranking(*, text: str, products, limit: int = 100) -> list[int]:
+    """Product ids whose title or SKU share words with ``text``, best first (BM25 over the
+    candidates; an exact SKU match comes first). Empty when no word matches."""
+    text = normalize_query_text(text)
+    tokens = [t for t in dict.fromkeys(hybrid.tokenize(text)) if len(t) >= 2][:8]
+    if not tokens:
+        return []
+    match = Q(sku__iexact=text)  # SKUs like "TS-0042" tokenise into pieces
+    for token in tokens:
+        match |= Q(title__icontains=token) | Q(sku__icontains=token)
+    rows = list(products.filter(match).values_list("id", "title", "sku")[:LEXICAL_CANDIDATES])
+    if not rows:
+        return []
+    exact_sku = [pid for pid, _, sku in rows if sku.lower() == text.lower()]
+    bm25 = hybrid.BM25([f"{title} {sku}" for _, title, sku in rows])
+    ranked = [rows[i][0] for i in bm25.rank(text, k=limit) if rows[i][0] not in exact_sku]
+    return (exact_sku + ranked)[:limit]
+
+
+def _best_images(vector: np.ndarray, product_ids: list[int]) -> dict[int, tuple[float, int]]:
+    """product id -> (best cosine score, image id) from stored vectors, for products that came
+    from the lexical side only."""
+    if not product_ids:
+        return {}
+    model_id = runtime.get_encoder().model_id
+    rows = ImageEmbedding.objects.filter(image__product_id__in=product_ids, model_id=model_id).values_list(
+        "image__product_id", "image_id", "vector"
+    )
+    best: dict[int, tuple[float, int]] = {}
+    for product_id, image_id, blob in rows:
+        score = float(np.frombuffer(bytes(blob), dtype="<f4") @ vector)
+        if product_id not in best or score > best[product_id][0]:
+            best[product_id] = (score, image_id)
+    return best
 
 
 def product_vector(*, product_id: int) -> np.ndarray | None:

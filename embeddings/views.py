@@ -126,8 +126,9 @@ def _search_page(request: HttpRequest) -> HttpResponse:
             if vector is None:
                 extra["photo_expired"] = True
             else:
-                vector = selectors.query_vector(text=text, image_vec=vector)
-                results = selectors.product_search_by_vector(vector, limit=RESULT_LIMIT, **filters)
+                results = selectors.product_search(
+                    text=text, image_vec=vector, limit=RESULT_LIMIT, **filters
+                )
         elif text:
             mode = "text"
             results = selectors.product_search(text=text, limit=RESULT_LIMIT, **filters)

@@ -151,6 +151,11 @@ EMBEDDINGS_SYNC_INTERVAL = env_float("EMBEDDINGS_SYNC_INTERVAL", 1.0)
 EMBEDDINGS_MIN_SCORE = (
     env_float("EMBEDDINGS_MIN_SCORE", 0.0) if os.environ.get("EMBEDDINGS_MIN_SCORE") else None
 )
+# Hybrid retrieval: fuse products whose title/SKU contain the query's words with the vector
+# results (reciprocal rank fusion). See `manage.py evaluate` for its measured effect.
+EMBEDDINGS_HYBRID = env_bool("EMBEDDINGS_HYBRID", True)
+EMBEDDINGS_HYBRID_WEIGHT = env_float("EMBEDDINGS_HYBRID_WEIGHT", 1.0)
+EMBEDDINGS_HYBRID_RRF_K = env_int("EMBEDDINGS_HYBRID_RRF_K", 60)
 # Index type: flat (exact), ivf (approximate, trained at rebuild), or auto (ivf from
 # EMBEDDINGS_IVF_THRESHOLD vectors up). See `make bench` for speed and recall of each.
 EMBEDDINGS_INDEX_KIND = os.environ.get("EMBEDDINGS_INDEX_KIND", "auto")

@@ -78,7 +78,7 @@ class SimilarQuerySerializer(serializers.Serializer):
 
 class SearchHitSerializer(serializers.Serializer):
     score = serializers.FloatField(help_text="Cosine similarity of the best-matching image, higher is better.")
-    matched_image_id = serializers.IntegerField(source="image_id")
+    matched_image_id = serializers.IntegerField(source="image_id", allow_null=True)
     product = ProductSerializer()
 
 

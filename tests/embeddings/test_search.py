@@ -127,3 +127,46 @@ def test_iterating_results_loads_products_in_one_query(django_assert_max_num_que
     with django_assert_max_num_queries(3):  # products + prefetched images (+ category join)
         titles = [hit.product.title for hit in results]
     assert len(titles) == 5
+
+
+def test_hybrid_puts_exact_title_words_and_skus_first(settings):
+    settings.EMBEDDINGS_HYBRID = True
+    products = [product(f"Plain item {i}", [(COLOURS[i], "circle")]) for i in range(5)]
+    polo = product("Acme polo shirt", [(COLOURS[5], "square")], sku="ACME-POLO-1")
+    hits = selectors.product_search(text="acme polo", limit=10)
+    assert hits[0].product.id == polo.id
+    assert len(hits) == 6, "vector results still follow the lexical ones"
+    assert hits[0].image_id == polo.images.get().id and -1.0 <= hits[0].score <= 1.0
+    assert selectors.product_search(text="ACME-POLO-1", limit=3)[0].product.id == polo.id
+    assert products[0].id in {h.product.id for h in hits}
+
+
+def test_hybrid_off_is_pure_vector_ranking(settings):
+    product("Acme polo shirt", [(COLOURS[5], "square")])
+    for i in range(3):
+        product(f"Plain item {i}", [(COLOURS[i], "circle")])
+    settings.EMBEDDINGS_HYBRID = False
+    vector_only = [h.product.id for h in selectors.product_search(text="acme polo", limit=10)]
+    expected = [h.product.id for h in selectors.product_search_by_vector(selectors.query_vector(text="acme polo"), limit=10)]
+    assert vector_only == expected
+
+
+def test_lexical_matches_respect_filters_and_the_threshold_still_hides_nonsense(settings):
+    settings.EMBEDDINGS_HYBRID = True
+    settings.EMBEDDINGS_MIN_SCORE = 0.9999
+    shirts, bags = CategoryFactory(name="Shirts"), CategoryFactory(name="Bags")
+    shirt = product("Acme polo shirt", [(COLOURS[0], "circle")], category=shirts)
+    product("Acme tote", [(COLOURS[1], "circle")], category=bags)
+    assert [h.product.id for h in selectors.product_search(text="acme", category="shirts", limit=5)] == [shirt.id]
+    assert len(selectors.product_search(text="qwzx blorf", limit=5)) == 0
+
+
+def test_lexical_ranking_prefers_more_matching_words():
+    from catalog.selectors import product_queryset
+
+    one = product("Red shirt", [(COLOURS[0], "circle")])
+    two = product("Red giraffe shirt", [(COLOURS[1], "circle")])
+    product("Blue bag", [(COLOURS[2], "circle")])
+    ranking = selectors.product_lexical_ranking(text="giraffe shirt", products=product_queryset())
+    assert ranking[:2] == [two.id, one.id] and len(ranking) == 2
+    assert selectors.product_lexical_ranking(text="a", products=product_queryset()) == []
