@@ -74,7 +74,12 @@ test: install test-setup
 	echo; echo "================ pytest, pass 1 of 2: SQLite ================"; \
 	env -u DATABASE_URL $(PY) -m pytest $(PYTEST_ARGS) || status=1; \
 	echo; echo "================ pytest, pass 2 of 2: PostgreSQL ($(PG_URL)) ================"; \
-	DATABASE_URL=$(PG_URL) $(PY) -m pytest $(PYTEST_ARGS) || status=1; \
+	if DATABASE_URL=$(PG_URL) $(PY) -c 'import os, psycopg; psycopg.connect(os.environ["DATABASE_URL"], connect_timeout=3).close()' 2>/dev/null; then \
+		DATABASE_URL=$(PG_URL) $(PY) -m pytest $(PYTEST_ARGS) || status=1; \
+	else \
+		echo "FAILED: PostgreSQL is not reachable at $(PG_URL). Install and start it (apt-get install postgresql; trust auth for postgres@127.0.0.1) or set PG_URL=postgres://user:pass@host:5432/postgres."; \
+		status=1; \
+	fi; \
 	echo; if [ $$status -eq 0 ]; then echo "All tests passed on SQLite and PostgreSQL."; else echo "Some tests FAILED (see above)."; fi; \
 	exit $$status
 
