@@ -191,6 +191,7 @@ class Command(BaseCommand):
         return precision_at_k(rankings, relevant, 10)
 
     def _hybrid(self, encoder, emb, search, titles, types, colours, rrf_k: int) -> dict[str, Any]:
+        """Vector-only vs BM25-only vs RRF fusion (lexical weights 0.5/1/2), same depth for all."""
         from embeddings.evaluation import (
             colour_type_queries,
             mean_reciprocal_rank,
@@ -202,37 +203,31 @@ class Command(BaseCommand):
         bm25 = BM25(titles)
         depth = 100
         out: dict[str, Any] = {"rrf_k": rrf_k, "depth": depth}
-        title_vec = search(encoder.encode_texts(titles), depth)
         targets = list(range(len(titles)))
-        for name, weight in (("vector", None), ("bm25", -1.0), ("hybrid", 1.0)):
-            rankings = []
-            for i, title in enumerate(tqdm(titles, desc=f"title queries ({name})", unit="q", leave=False)):
-                if weight is None:
-                    rankings.append(title_vec[i])
-                elif weight < 0:
-                    rankings.append(bm25.rank(title, depth))
-                else:
-                    rankings.append(hybrid_rank(title_vec[i], bm25.rank(title, depth), k=rrf_k, limit=depth))
-            out[f"title_{name}"] = {
-                "recall@1": recall_at_k(rankings, targets, 1),
-                "recall@10": recall_at_k(rankings, targets, 10),
-                f"mrr@{depth}": mean_reciprocal_rank(rankings, targets),
-            }
+        title_vec = search(encoder.encode_texts(titles), depth)
+        title_lex = [bm25.rank(t, depth) for t in tqdm(titles, desc="BM25 title queries", unit="q", leave=False)]
         queries = colour_type_queries(types, colours)
-        q_vec = search(encoder.encode_texts([q.text for q in queries]), depth)
         relevant = [set(q.relevant) for q in queries]
-        out["text2img_vector_p@10"] = precision_at_k(q_vec, relevant, 10)
-        out["text2img_bm25_p@10"] = precision_at_k([bm25.rank(q.text, depth) for q in queries], relevant, 10)
-        out["text2img_hybrid_p@10"] = precision_at_k(
-            [hybrid_rank(v, bm25.rank(q.text, depth), k=rrf_k, limit=depth) for v, q in zip(q_vec, queries, strict=True)],
-            relevant, 10,
-        )
-        self.stdout.write(f"hybrid retrieval (BM25 over titles + vector, reciprocal rank fusion k={rrf_k}):")
-        for name in ("vector", "bm25", "hybrid"):
-            t = out[f"title_{name}"]
+        q_vec = search(encoder.encode_texts([q.text for q in queries]), depth)
+        q_lex = [bm25.rank(q.text, depth) for q in queries]
+        variants: dict[str, tuple[list, list]] = {"vector": (title_vec, q_vec), "bm25": (title_lex, q_lex)}
+        for w in (0.5, 1.0, 2.0):
+            variants[f"hybrid_w{w:g}"] = (
+                [hybrid_rank(v, lx, k=rrf_k, lexical_weight=w, limit=depth) for v, lx in zip(title_vec, title_lex, strict=True)],
+                [hybrid_rank(v, lx, k=rrf_k, lexical_weight=w, limit=depth) for v, lx in zip(q_vec, q_lex, strict=True)],
+            )
+        self.stdout.write(f"hybrid retrieval (BM25 over titles + vector, reciprocal rank fusion k={rrf_k}, depth {depth}):")
+        for name, (t_rank, q_rank) in variants.items():
+            row = {
+                "title_recall@1": recall_at_k(t_rank, targets, 1),
+                "title_recall@10": recall_at_k(t_rank, targets, 10),
+                f"title_mrr@{depth}": mean_reciprocal_rank(t_rank, targets),
+                "text2img_p@10": precision_at_k(q_rank, relevant, 10),
+            }
+            out[name] = row
             self.stdout.write(
-                f"  {name:7s} title R@1 {t['recall@1']:.3f}  R@10 {t['recall@10']:.3f}  MRR@{depth} {t[f'mrr@{depth}']:.3f}"
-                f" | '<colour> <type>' P@10 {out[f'text2img_{name}_p@10']:.3f}"
+                f"  {name:12s} title R@1 {row['title_recall@1']:.3f}  R@10 {row['title_recall@10']:.3f}  "
+                f"MRR@{depth} {row[f'title_mrr@{depth}']:.3f} | '<colour> <type>' P@10 {row['text2img_p@10']:.3f}"
             )
         return out
 
