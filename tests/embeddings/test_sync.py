@@ -83,7 +83,8 @@ def test_a_change_committed_late_with_a_lower_id_is_still_applied(no_auto_embed)
     assert b.id not in live.index.ids()
     put(b, 2, change_id=first.id + 1)
     live.sync()
-    assert b.id in live.index.ids() and not live.gaps
+    # (Ids below `first` are gaps too on PostgreSQL, whose sequences outlive rolled-back tests.)
+    assert b.id in live.index.ids() and first.id + 1 not in live.gaps
     assert live.seq == first.id + 2
 
 
