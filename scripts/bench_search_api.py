@@ -86,7 +86,12 @@ def main() -> None:
     from django.test.utils import setup_test_environment
 
     from embeddings import runtime, selectors
-    from embeddings.bulk_import import ImportColumns, catalog_import
+    from embeddings.bulk_import import (
+        ImportColumns,
+        catalog_import,
+        images_embed_batched,
+        images_missing_embedding,
+    )
 
     setup_test_environment()  # Client needs 'testserver' in ALLOWED_HOSTS
     call_command("migrate", verbosity=0)
@@ -97,6 +102,10 @@ def main() -> None:
         limit=args.limit,
         batch_size=64,
     )
+    # A reused --workdir may hold vectors of an older model: embed what this model lacks.
+    images_embed_batched(
+        image_ids=images_missing_embedding(model_id=runtime.get_encoder().model_id)
+    )
     import_s = time.perf_counter() - t
     live = runtime.get_live_index()
     print(
@@ -105,6 +114,9 @@ def main() -> None:
     )
 
     client = Client()
+    print(
+        f"A search for 'red t-shirt' finds {client.get('/api/v1/search/', {'q': 'red t-shirt'}).json()['count']} products"
+    )
     texts = [f"{t} {i}" for i in range(args.queries // len(TEXTS) + 1) for t in TEXTS][
         : args.queries
     ]
@@ -133,13 +145,9 @@ def main() -> None:
         [timed(lambda q=q: client.get("/api/v1/search/", {"q": q})) for q in texts],
     )
     report_line(
-        "GET search/?q=&category=&price_max= (filtered)",
+        "GET search/?q=&category=tshirts (filtered)",
         [
-            timed(
-                lambda q=q: client.get(
-                    "/api/v1/search/", {"q": q, "category": "tshirts", "price_max": "50"}
-                )
-            )
+            timed(lambda q=q: client.get("/api/v1/search/", {"q": q, "category": "tshirts"}))
             for q in texts
         ],
     )
