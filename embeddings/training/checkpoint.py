@@ -25,6 +25,7 @@ def _atomic_write_bytes(path: Path, write) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; these files are shared, read-only data
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -84,6 +84,7 @@ class TrainConfig:
     half_checkpoint: bool = True
     skip_missing: bool = False
     time_limit_minutes: float | None = None
+    lock_image: bool = False  # train only the text side (and logit scale) against a frozen image tower
     precision: str = "fp32"  # "bf16": autocast matmuls/convs (about 2x faster on AVX512-BF16 CPUs)
     augment: bool = True
     command: str = ""
@@ -322,6 +323,9 @@ def train_model(cfg: TrainConfig, log: Callable[[str], None] = print) -> tuple[t
     if cfg.init_token_embeddings and cfg.init == "random":
         token_init = init_token_embeddings_from_minilm(model)
         log(f"token embeddings initialised from MiniLM: {token_init}")
+    if cfg.lock_image:
+        for p in model.visual.parameters():
+            p.requires_grad_(False)
     model.to(device)
     mean, std = _model_norm(model)
 
@@ -374,6 +378,8 @@ def train_model(cfg: TrainConfig, log: Callable[[str], None] = print) -> tuple[t
         epoch += 1
         perm = rng.permutation(n_train)
         model.train()
+        if cfg.lock_image:
+            model.visual.eval()  # frozen BatchNorm statistics too, not just frozen weights
         steps_this_epoch = min(steps_per_epoch, total_steps - step)
         bar = tqdm(range(steps_this_epoch), desc=f"epoch {epoch}", unit="step")
         running = 0.0
@@ -391,7 +397,8 @@ def train_model(cfg: TrainConfig, log: Callable[[str], None] = print) -> tuple[t
                     caps.append(options[1 + int(rng.integers(len(options) - 1))])
             cap_ids = torch.tensor(caps)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-                img_raw = model.encode_image(x.to(device))
+                with torch.set_grad_enabled(not cfg.lock_image):
+                    img_raw = model.encode_image(x.to(device))
                 txt_raw = model.encode_text(data.tokens[cap_ids].to(device))
             # The loss is computed in fp32 whatever the autocast precision.
             img_f = F.normalize(img_raw.float(), dim=-1)
@@ -452,6 +459,7 @@ def _card(cfg, data, model, n_params, raw_cfg, size, history, elapsed, token_ini
         "parameters": n_params,
         "image_size": size,
         "init": cfg.init,
+        "image_tower_locked": cfg.lock_image,
         "token_embeddings_from_minilm": token_init,
         "command": cfg.command,
         "training_config": cfg_dict,

@@ -176,3 +176,24 @@ def test_tiny_training_beats_chance_and_checkpoint_reloads(tmp_path):
     with torch.no_grad():
         again = torch.nn.functional.normalize(reloaded.encode_image(x).float(), dim=-1).numpy()
     assert float(np.min(np.sum(again * direct, axis=1))) > 0.999
+
+
+@pytest.mark.slow
+def test_lock_image_trains_the_text_side_only(tmp_path):
+    from embeddings.training.train import Source, TrainConfig, train_model
+
+    torch.set_num_threads(2)
+    manifest = make_shapes_manifest(tmp_path / "data", per_pair=2)
+    register_model_config(TRAIN_MODEL, TRAIN_CFG)
+    base = TrainConfig(
+        sources=[Source(str(manifest), str(tmp_path / "data"))], model_name=TRAIN_MODEL,
+        output=str(tmp_path / "a.pt"), epochs=1, batch_size=8, val_size=12, cache_dir=None, workers=1,
+        warmup_steps=1, half_checkpoint=False, augment=False,
+    )
+    first, _ = train_model(base, log=lambda _msg: None)
+    base.output, base.init, base.lock_image = str(tmp_path / "b.pt"), str(tmp_path / "a.pt"), True
+    second, card = train_model(base, log=lambda _msg: None)
+    assert card["image_tower_locked"] is True
+    for (name, p1), p2 in zip(first.visual.state_dict().items(), second.visual.state_dict().values(), strict=True):
+        assert torch.equal(p1, p2), f"image tower weight {name} changed"
+    assert not torch.equal(first.text_projection, second.text_projection)

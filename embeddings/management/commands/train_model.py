@@ -46,6 +46,7 @@ class Command(BaseCommand):
         parser.add_argument("--init-token-embeddings", action="store_true", help="initialise a native text tower's token embeddings from MiniLM (PCA)")
         parser.add_argument("--fp32", action="store_true", help="store fp32 weights (default: fp16, half the file)")
         parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16: autocast for speed (weights and loss stay fp32)")
+        parser.add_argument("--lock-image", action="store_true", help="freeze the image tower (weights and BatchNorm statistics); train the text side only")
         parser.add_argument("--no-augment", action="store_true")
         parser.add_argument("--skip-missing", action="store_true", help="skip manifest rows whose image file is missing instead of failing")
         parser.add_argument("--time-limit", type=float, default=None, help="stop after this many minutes (the checkpoint is still written)")
@@ -94,6 +95,7 @@ class Command(BaseCommand):
             half_checkpoint=not opts["fp32"],
             augment=not opts["no_augment"],
             precision=opts["precision"],
+            lock_image=opts["lock_image"],
             skip_missing=opts["skip_missing"],
             time_limit_minutes=opts["time_limit"],
             command="python manage.py train_model " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 else []),
