@@ -424,7 +424,7 @@ def train_model(cfg: TrainConfig, log: Callable[[str], None] = print) -> tuple[t
                 model.logit_scale.clamp_(0, math.log(100.0))
             step += 1
             running = 0.98 * running + 0.02 * loss.item() if b else loss.item()
-            bar.set_postfix(loss=f"{running:.3f}", scale=f"{float(scale):.1f}", lr=f"{lr_at(step):.1e}")
+            bar.set_postfix(loss=f"{running:.3f}", scale=f"{scale.item():.1f}", lr=f"{lr_at(step):.1e}")
             if cfg.time_limit_minutes and (time.time() - started) > cfg.time_limit_minutes * 60:
                 stopped_early = True
                 break
@@ -484,7 +484,7 @@ def _card(cfg, data, model, n_params, raw_cfg, size, history, elapsed, token_ini
             "epochs_completed": round(step / max(1, len(data.images) // cfg.batch_size), 2),
             "minutes": round(elapsed / 60, 2),
             "stopped_at_time_limit": stopped_early,
-            "final_logit_scale": round(float(model.logit_scale.exp()), 3),
+            "final_logit_scale": round(model.logit_scale.exp().item(), 3),
             "hardware": _hardware(),
         },
         "validation_history": history,
