@@ -23,16 +23,24 @@ _encoder_key: tuple | None = None
 _live: LiveIndex | None = None
 
 
+def _apply_thread_settings() -> None:
+    if settings.EMBEDDINGS_TORCH_THREADS:
+        import torch
+
+        torch.set_num_threads(settings.EMBEDDINGS_TORCH_THREADS)
+    if settings.EMBEDDINGS_FAISS_THREADS:
+        import faiss
+
+        faiss.omp_set_num_threads(settings.EMBEDDINGS_FAISS_THREADS)
+
+
 def get_encoder() -> ClipEncoder:
     global _encoder, _encoder_key
     key = (settings.EMBEDDINGS_MODEL, settings.EMBEDDINGS_PRETRAINED, settings.EMBEDDINGS_DEVICE)
     if _encoder is None or _encoder_key != key:
         with _lock:
             if _encoder is None or _encoder_key != key:
-                if settings.EMBEDDINGS_TORCH_THREADS:
-                    import torch
-
-                    torch.set_num_threads(settings.EMBEDDINGS_TORCH_THREADS)
+                _apply_thread_settings()
                 _encoder = ClipEncoder(
                     settings.EMBEDDINGS_MODEL,
                     settings.EMBEDDINGS_PRETRAINED or None,

@@ -163,8 +163,12 @@ EMBEDDINGS_IVF_THRESHOLD = env_int("EMBEDDINGS_IVF_THRESHOLD", 200_000)
 EMBEDDINGS_IVF_NLIST = env_int("EMBEDDINGS_IVF_NLIST", 0)  # 0: 4*sqrt(n)
 EMBEDDINGS_IVF_NPROBE = env_int("EMBEDDINGS_IVF_NPROBE", 32)
 EMBEDDINGS_IVF_PQ_M = env_int("EMBEDDINGS_IVF_PQ_M", 0)  # 0: IVF-Flat; else PQ sub-quantizers
-# Torch threads per process for query encoding (0: torch's default).
-EMBEDDINGS_TORCH_THREADS = env_int("EMBEDDINGS_TORCH_THREADS", 0)
+# Threads per process for the model (torch) and FAISS. 1 by default: a query is too small to
+# gain from threads, and OpenMP threads spin-waiting on cores that other processes use made
+# one query 40x slower on a busy 2-core machine (see README, Benchmarks). Scale with
+# processes; raise these only for a worker that has the machine to itself. 0 = library default.
+EMBEDDINGS_TORCH_THREADS = env_int("EMBEDDINGS_TORCH_THREADS", 1)
+EMBEDDINGS_FAISS_THREADS = env_int("EMBEDDINGS_FAISS_THREADS", 1)
 EMBEDDINGS_QUERY_CACHE_SIZE = env_int("EMBEDDINGS_QUERY_CACHE_SIZE", 1024)
 
 # --- REST framework -------------------------------------------------------------------------

@@ -102,3 +102,21 @@ def test_missing_checkpoint_path_gives_an_actionable_error(tmp_path):
     enc = ClipEncoder(TINY_MODEL_NAME, str(tmp_path / "nope.pt"))
     with pytest.raises(ModelLoadError, match="EMBEDDINGS_PRETRAINED"):
         enc.encode_texts(["x"])
+
+
+def test_serving_processes_use_the_configured_thread_counts(settings):
+    import faiss
+    import torch
+
+    from embeddings import runtime
+
+    before = torch.get_num_threads()
+    settings.EMBEDDINGS_TORCH_THREADS = 1
+    settings.EMBEDDINGS_FAISS_THREADS = 1
+    runtime.reset()
+    try:
+        runtime.get_encoder()
+        assert torch.get_num_threads() == 1
+        assert faiss.omp_get_max_threads() == 1
+    finally:
+        torch.set_num_threads(before)
