@@ -47,9 +47,16 @@ class IndexStatusFilter(admin.SimpleListFilter):
         if value in ("failed", "pending"):
             return queryset.filter(images__index_status=value).distinct()
         if value == "indexed":
-            return queryset.filter(images__isnull=False).exclude(
-                images__index_status__in=[ProductImage.IndexStatus.PENDING, ProductImage.IndexStatus.FAILED]
-            ).distinct()
+            return (
+                queryset.filter(images__isnull=False)
+                .exclude(
+                    images__index_status__in=[
+                        ProductImage.IndexStatus.PENDING,
+                        ProductImage.IndexStatus.FAILED,
+                    ]
+                )
+                .distinct()
+            )
         if value == "none":
             return queryset.filter(images__isnull=True)
         return queryset
@@ -59,7 +66,15 @@ class ProductImageInline(admin.TabularInline):
     model = ProductImage
     form = ProductImageForm
     extra = 0
-    fields = ["preview", "image", "position", "alt_text", "index_status", "index_error", "indexed_at"]
+    fields = [
+        "preview",
+        "image",
+        "position",
+        "alt_text",
+        "index_status",
+        "index_error",
+        "indexed_at",
+    ]
     readonly_fields = ["preview", "index_status", "index_error", "indexed_at"]
     ordering = ["position", "id"]
 
@@ -101,8 +116,12 @@ class ProductAdmin(admin.ModelAdmin):
             .get_queryset(request)
             .annotate(
                 n_images=Count("images"),
-                n_indexed=Count("images", filter=Q(images__index_status=ProductImage.IndexStatus.INDEXED)),
-                n_failed=Count("images", filter=Q(images__index_status=ProductImage.IndexStatus.FAILED)),
+                n_indexed=Count(
+                    "images", filter=Q(images__index_status=ProductImage.IndexStatus.INDEXED)
+                ),
+                n_failed=Count(
+                    "images", filter=Q(images__index_status=ProductImage.IndexStatus.FAILED)
+                ),
             )
             .prefetch_related("images")
         )
@@ -128,7 +147,9 @@ class ProductAdmin(admin.ModelAdmin):
             parts.append(f"{failed} failed")
         return ", ".join(parts)
 
-    def save_related(self, request: HttpRequest, form: ProductAdminForm, formsets, change: bool) -> None:
+    def save_related(
+        self, request: HttpRequest, form: ProductAdminForm, formsets, change: bool
+    ) -> None:
         super().save_related(request, form, formsets, change)
         # After the inline formset, so new files are appended after the existing positions.
         for file in form.cleaned_data.get("add_images") or []:

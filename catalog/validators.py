@@ -151,10 +151,9 @@ def _check_decodes(file: Any, *, max_pixels: int) -> str:
 def _looks_like_supported_image(file: Any) -> bool:
     file.seek(0)
     head = file.read(12)
-    return (
-        head.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*"))
-        or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
-    )
+    return head.startswith(
+        (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+    ) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
 
 def _too_many_pixels(width: int, height: int, max_pixels: int) -> ValidationError:

@@ -19,7 +19,9 @@ from . import services
 from .models import ImageEmbedding, IndexChange
 
 
-def _queued_message(modeladmin: admin.ModelAdmin, request: HttpRequest, n_images: int, what: str) -> None:
+def _queued_message(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, n_images: int, what: str
+) -> None:
     if n_images:
         modeladmin.message_user(
             request,
@@ -27,21 +29,29 @@ def _queued_message(modeladmin: admin.ModelAdmin, request: HttpRequest, n_images
             messages.SUCCESS,
         )
     else:
-        modeladmin.message_user(request, f"The selected {what} have no images to index.", messages.WARNING)
+        modeladmin.message_user(
+            request, f"The selected {what} have no images to index.", messages.WARNING
+        )
 
 
 @admin.action(description="Re-index selected products", permissions=["change"])
-def reindex_products(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Product]) -> None:
+def reindex_products(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Product]
+) -> None:
     product_ids = list(queryset.values_list("pk", flat=True))
     image_ids = ProductImage.objects.filter(product_id__in=product_ids).values_list("id", flat=True)
     # force: staff re-index to repair something; do not skip images whose bytes are unchanged.
     queued = services.images_enqueue(image_ids=image_ids, force=True)
     n_products = len(product_ids)
-    _queued_message(modeladmin, request, queued, f"{n_products} product{'s' if n_products != 1 else ''}")
+    _queued_message(
+        modeladmin, request, queued, f"{n_products} product{'s' if n_products != 1 else ''}"
+    )
 
 
 @admin.action(description="Re-index selected images", permissions=["change"])
-def reindex_images(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[ProductImage]) -> None:
+def reindex_images(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[ProductImage]
+) -> None:
     queued = services.images_enqueue(image_ids=queryset.values_list("id", flat=True), force=True)
     _queued_message(modeladmin, request, queued, "the selection")
 
@@ -65,8 +75,24 @@ class ProductImageAdmin(admin.ModelAdmin):
     list_filter = ["index_status"]
     list_select_related = ["product"]
     search_fields = ["product__title", "product__sku", "index_error"]
-    readonly_fields = ["product", "preview", "index_status", "index_error", "indexed_at", "content_hash"]
-    fields = ["product", "preview", "position", "alt_text", "index_status", "index_error", "indexed_at", "content_hash"]
+    readonly_fields = [
+        "product",
+        "preview",
+        "index_status",
+        "index_error",
+        "indexed_at",
+        "content_hash",
+    ]
+    fields = [
+        "product",
+        "preview",
+        "position",
+        "alt_text",
+        "index_status",
+        "index_error",
+        "indexed_at",
+        "content_hash",
+    ]
     actions = [reindex_images]
     list_per_page = 100
 
@@ -97,7 +123,10 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         # deletes its vectors (cascade), and Django asks this admin about them; refusing there
         # would block that delete.
         match = getattr(request, "resolver_match", None)
-        own_page = bool(match and (match.url_name or "").startswith(f"{self.opts.app_label}_{self.opts.model_name}_"))
+        own_page = bool(
+            match
+            and (match.url_name or "").startswith(f"{self.opts.app_label}_{self.opts.model_name}_")
+        )
         return not own_page and super().has_delete_permission(request, obj)
 
 

@@ -106,7 +106,9 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def load_image(source: bytes | str | os.PathLike[str] | BinaryIO, *, max_pixels: int = 40_000_000) -> Image.Image:
+def load_image(
+    source: bytes | str | os.PathLike[str] | BinaryIO, *, max_pixels: int = 40_000_000
+) -> Image.Image:
     """Decodes an image robustly into 8-bit RGB.
 
     Applies the EXIF orientation; palette, RGBA/LA (composited on white), CMYK, 16-bit and
@@ -247,7 +249,9 @@ class ClipEncoder:
             sidecar = config_path_for_checkpoint(pretrained)
             if sidecar.is_file():
                 register_config_file(sidecar, name=name)
-        elif pretrained and (os.sep in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors"))):
+        elif pretrained and (
+            os.sep in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors"))
+        ):
             raise ModelLoadError(
                 f"EMBEDDINGS_PRETRAINED points to {pretrained!r}, which does not exist. Set it to a "
                 "checkpoint file, a pretrained tag of the model (e.g. laion2b_s34b_b79k), or leave "
@@ -283,7 +287,10 @@ class ClipEncoder:
         with torch.no_grad():
             for start in range(0, len(images), self.batch_size):
                 batch = torch.stack(
-                    [self._preprocess(img.convert("RGB")) for img in images[start : start + self.batch_size]]
+                    [
+                        self._preprocess(img.convert("RGB"))
+                        for img in images[start : start + self.batch_size]
+                    ]
                 ).to(self.spec.device)
                 out.append(self._model.encode_image(batch).float().cpu().numpy())
         return l2_normalize(np.concatenate(out))
@@ -297,6 +304,8 @@ class ClipEncoder:
         out = []
         with torch.no_grad():
             for start in range(0, len(texts), self.batch_size):
-                tokens = self._tokenizer(list(texts[start : start + self.batch_size])).to(self.spec.device)
+                tokens = self._tokenizer(list(texts[start : start + self.batch_size])).to(
+                    self.spec.device
+                )
                 out.append(self._model.encode_text(tokens).float().cpu().numpy())
         return l2_normalize(np.concatenate(out))

@@ -69,7 +69,9 @@ class VectorIndex:
         if p.pq_m:
             if self.dim % p.pq_m:
                 raise IndexError_(f"pq_m={p.pq_m} must divide the dimension {self.dim}")
-            index = faiss.IndexIVFPQ(quantizer, self.dim, p.nlist, p.pq_m, 8, faiss.METRIC_INNER_PRODUCT)
+            index = faiss.IndexIVFPQ(
+                quantizer, self.dim, p.nlist, p.pq_m, 8, faiss.METRIC_INNER_PRODUCT
+            )
         else:
             index = faiss.IndexIVFFlat(quantizer, self.dim, p.nlist, faiss.METRIC_INNER_PRODUCT)
         index.nprobe = p.nprobe
@@ -149,7 +151,11 @@ class VectorIndex:
             scores, ids = self._index.search(q, min(k, total))
         # FAISS pads missing results (e.g. an IVF probe that found too few) with id -1.
         return [
-            [SearchHit(id=int(i), score=float(s)) for s, i in zip(row_s.tolist(), row_i.tolist(), strict=True) if i >= 0]
+            [
+                SearchHit(id=int(i), score=float(s))
+                for s, i in zip(row_s.tolist(), row_i.tolist(), strict=True)
+                if i >= 0
+            ]
             for row_s, row_i in zip(scores, ids, strict=True)
         ]
 
@@ -216,7 +222,9 @@ class VectorIndex:
         if x.ndim == 1:
             x = x.reshape(1, -1)
         if x.ndim != 2 or x.shape[1] != self.dim:
-            raise IndexError_(f"expected vectors of shape (n, {self.dim}), got {tuple(np.shape(vectors))}")
+            raise IndexError_(
+                f"expected vectors of shape (n, {self.dim}), got {tuple(np.shape(vectors))}"
+            )
         return x
 
     @staticmethod
@@ -225,4 +233,3 @@ class VectorIndex:
         if len(arr) and arr.min() < 0:
             raise IndexError_("ids must be non-negative")
         return arr
-

@@ -27,7 +27,9 @@ class ImageEmbedding(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["image", "model_id"], name="one_embedding_per_image_model")
+            models.UniqueConstraint(
+                fields=["image", "model_id"], name="one_embedding_per_image_model"
+            )
         ]
 
     def __str__(self) -> str:

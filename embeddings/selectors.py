@@ -131,7 +131,10 @@ def image_vector(image: Image.Image) -> np.ndarray:
 
 
 def query_vector(
-    *, text: str | None = None, image: Image.Image | None = None, image_vec: np.ndarray | None = None
+    *,
+    text: str | None = None,
+    image: Image.Image | None = None,
+    image_vec: np.ndarray | None = None,
 ) -> np.ndarray:
     """The query's unit vector. Text and image together: the normalised mean of both.
 
@@ -142,7 +145,9 @@ def query_vector(
     if not text and image is None and image_vec is None:
         raise SearchError("Give a text query (q), an image, or both.")
     if len(text) > MAX_QUERY_CHARS:
-        raise SearchError(f"The text query is {len(text)} characters long; the limit is {MAX_QUERY_CHARS}.")
+        raise SearchError(
+            f"The text query is {len(text)} characters long; the limit is {MAX_QUERY_CHARS}."
+        )
     parts = []
     if text:
         parts.append(text_vector(text))
@@ -169,7 +174,9 @@ def product_search_by_vector(
     Product rows are loaded when a slice of the result is read.
     """
     limit = max(0, min(limit, MAX_RESULTS))
-    products = product_filter(product_queryset(), category=category, price_min=price_min, price_max=price_max)
+    products = product_filter(
+        product_queryset(), category=category, price_min=price_min, price_max=price_max
+    )
     live = runtime.get_live_index()
     total = len(live)
     if limit == 0 or total == 0:
@@ -257,7 +264,9 @@ def product_search(
     # A query that is exactly a SKU is a lookup: that product first, whatever fusion says.
     exact = set(products.filter(sku__iexact=text).values_list("id", flat=True))
     if exact:
-        fused = [pid for pid in lexical if pid in exact] + [pid for pid in fused if pid not in exact]
+        fused = [pid for pid in lexical if pid in exact] + [
+            pid for pid in fused if pid not in exact
+        ]
     known = {pid: (score, image_id) for pid, score, image_id in ranked.rows}
     extra = _best_images(vector, [pid for pid in fused if pid not in known])
     rows = [(pid, *known.get(pid, extra.get(pid, (0.0, None)))) for pid in fused]
@@ -292,9 +301,9 @@ def _best_images(vector: np.ndarray, product_ids: list[int]) -> dict[int, tuple[
     if not product_ids:
         return {}
     model_id = runtime.get_encoder().model_id
-    rows = ImageEmbedding.objects.filter(image__product_id__in=product_ids, model_id=model_id).values_list(
-        "image__product_id", "image_id", "vector"
-    )
+    rows = ImageEmbedding.objects.filter(
+        image__product_id__in=product_ids, model_id=model_id
+    ).values_list("image__product_id", "image_id", "vector")
     best: dict[int, tuple[float, int]] = {}
     for product_id, image_id, blob in rows:
         score = float(np.frombuffer(bytes(blob), dtype="<f4") @ vector)
@@ -306,9 +315,9 @@ def _best_images(vector: np.ndarray, product_ids: list[int]) -> dict[int, tuple[
 def product_vector(*, product_id: int) -> np.ndarray | None:
     """The normalised mean of a product's stored image vectors, or None if none is indexed."""
     model_id = runtime.get_encoder().model_id
-    blobs = ImageEmbedding.objects.filter(image__product_id=product_id, model_id=model_id).values_list(
-        "vector", flat=True
-    )
+    blobs = ImageEmbedding.objects.filter(
+        image__product_id=product_id, model_id=model_id
+    ).values_list("vector", flat=True)
     vectors = [np.frombuffer(bytes(b), dtype="<f4") for b in blobs]
     if not vectors:
         return None
@@ -323,7 +332,7 @@ def product_similar(
     price_min: Decimal | None = None,
     price_max: Decimal | None = None,
 ) -> RankedProducts:
-    """"More like this": products whose images look like this product's images."""
+    """ "More like this": products whose images look like this product's images."""
     vector = product_vector(product_id=product_id)
     if vector is None:
         return RankedProducts([], Product.objects.none())

@@ -107,7 +107,11 @@ def _store(*, image: ProductImage, model_id: str, digest: str, vector: np.ndarra
     ImageEmbedding.objects.update_or_create(
         image_id=image.id,
         model_id=model_id,
-        defaults={"dim": int(vector.shape[0]), "vector": ImageEmbedding.pack(vector), "content_hash": digest},
+        defaults={
+            "dim": int(vector.shape[0]),
+            "vector": ImageEmbedding.pack(vector),
+            "content_hash": digest,
+        },
     )
     ProductImage.objects.filter(id=image.id).update(content_hash=digest)
     _mark(image.id, ProductImage.IndexStatus.INDEXED)
@@ -130,13 +134,17 @@ def images_enqueue(*, image_ids: Iterable[int], force: bool = False) -> int:
     from .tasks import image_embed_task
 
     ids = list(image_ids)
-    ProductImage.objects.filter(id__in=ids).update(index_status=ProductImage.IndexStatus.PENDING, index_error="")
+    ProductImage.objects.filter(id__in=ids).update(
+        index_status=ProductImage.IndexStatus.PENDING, index_error=""
+    )
     for image_id in ids:
         transaction.on_commit(lambda i=image_id: image_embed_task.delay(i, force=force))
     return len(ids)
 
 
-def images_reembed_all(*, batch_size: int = 64, force: bool = True, progress: bool = True) -> dict[str, int]:
+def images_reembed_all(
+    *, batch_size: int = 64, force: bool = True, progress: bool = True
+) -> dict[str, int]:
     """Computes the configured model's vector for every image (model change, or repair).
 
     Runs in this process in batches (faster than one task per image); vectors of other models
@@ -147,9 +155,16 @@ def images_reembed_all(*, batch_size: int = 64, force: bool = True, progress: bo
     encoder = runtime.get_encoder()
     ids = list(ProductImage.objects.order_by("id").values_list("id", flat=True))
     counts = {"indexed": 0, "skipped": 0, "failed": 0, "missing": 0}
-    with tqdm(total=len(ids), desc=f"Embedding with {encoder.spec.model_name}", unit="img", disable=not progress) as bar:
+    with tqdm(
+        total=len(ids),
+        desc=f"Embedding with {encoder.spec.model_name}",
+        unit="img",
+        disable=not progress,
+    ) as bar:
         for start in range(0, len(ids), batch_size):
-            for outcome in images_embed(image_ids=ids[start : start + batch_size], encoder=encoder, force=force):
+            for outcome in images_embed(
+                image_ids=ids[start : start + batch_size], encoder=encoder, force=force
+            ):
                 counts[outcome.status] += 1
             bar.update(min(batch_size, len(ids) - start))
     return counts
@@ -158,7 +173,9 @@ def images_reembed_all(*, batch_size: int = 64, force: bool = True, progress: bo
 def index_rebuild(*, kind: str | None = None, progress: bool = True) -> LiveIndex:
     """Rebuilds the configured model's index from the database and writes a snapshot."""
     encoder = runtime.get_encoder()
-    live = live_index_build(model_id=encoder.model_id, dim=encoder.dim, kind=kind, progress=progress)
+    live = live_index_build(
+        model_id=encoder.model_id, dim=encoder.dim, kind=kind, progress=progress
+    )
     live.save()
     runtime.set_live_index(live)
     return live

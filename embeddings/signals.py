@@ -15,7 +15,9 @@ _STATUS_FIELDS = frozenset({"index_status", "index_error", "indexed_at", "conten
 
 
 @receiver(post_save, sender=ProductImage, dispatch_uid="embeddings.image_saved")
-def image_saved(sender, instance: ProductImage, created: bool, update_fields=None, raw=False, **kwargs):
+def image_saved(
+    sender, instance: ProductImage, created: bool, update_fields=None, raw=False, **kwargs
+):
     if raw:  # loaddata
         return
     if update_fields is not None and set(update_fields) <= _STATUS_FIELDS:

@@ -59,9 +59,16 @@ def index_params_for(count: int, kind: str | None = None) -> IndexParams:
     if kind == "flat" or count < 1000:
         # Too few vectors to train clusters on; exact search is fast at this size anyway.
         return IndexParams(kind="flat")
-    nlist = max(1, min(settings.EMBEDDINGS_IVF_NLIST or int(4 * np.sqrt(max(count, 1))), max(count // 39, 1)))
-    return IndexParams(kind="ivf", nlist=nlist, nprobe=min(settings.EMBEDDINGS_IVF_NPROBE, nlist),
-                       pq_m=settings.EMBEDDINGS_IVF_PQ_M)
+    nlist = max(
+        1,
+        min(settings.EMBEDDINGS_IVF_NLIST or int(4 * np.sqrt(max(count, 1))), max(count // 39, 1)),
+    )
+    return IndexParams(
+        kind="ivf",
+        nlist=nlist,
+        nprobe=min(settings.EMBEDDINGS_IVF_NPROBE, nlist),
+        pq_m=settings.EMBEDDINGS_IVF_PQ_M,
+    )
 
 
 @dataclass
@@ -131,9 +138,9 @@ class LiveIndex:
         found: set[int] = set()
         for chunk in _chunks(upserts):
             pairs = list(
-                ImageEmbedding.objects.filter(model_id=self.model_id, image_id__in=chunk).values_list(
-                    "image_id", "vector"
-                )
+                ImageEmbedding.objects.filter(
+                    model_id=self.model_id, image_id__in=chunk
+                ).values_list("image_id", "vector")
             )
             if pairs:
                 ids = np.array([p[0] for p in pairs], dtype=np.int64)
@@ -171,14 +178,27 @@ class LiveIndex:
         try:
             index, meta = VectorIndex.load(path)
         except Exception as exc:  # a damaged snapshot is rebuilt, not fatal
-            log.warning("Ignoring unreadable index snapshot %s (%s); rebuilding from the database", path, exc)
+            log.warning(
+                "Ignoring unreadable index snapshot %s (%s); rebuilding from the database",
+                path,
+                exc,
+            )
             return None
         if meta.get("model_id") != model_id:
-            log.warning("Snapshot %s holds model %r, not %r; ignoring it", path, meta.get("model_id"), model_id)
+            log.warning(
+                "Snapshot %s holds model %r, not %r; ignoring it",
+                path,
+                meta.get("model_id"),
+                model_id,
+            )
             return None
         now = time.monotonic()
-        return cls(model_id=model_id, index=index, seq=int(meta.get("seq", 0)),
-                   gaps={int(g): now for g in meta.get("gaps", [])})
+        return cls(
+            model_id=model_id,
+            index=index,
+            seq=int(meta.get("seq", 0)),
+            gaps={int(g): now for g in meta.get("gaps", [])},
+        )
 
 
 def live_index_build(
@@ -201,7 +221,9 @@ def live_index_build(
     vecs = np.zeros((count, dim), dtype=np.float32)
     n = 0
     rows = qs.values_list("image_id", "vector").iterator(chunk_size=2000)
-    for image_id, blob in tqdm(rows, total=count, desc="Loading vectors", unit="vec", disable=not progress):
+    for image_id, blob in tqdm(
+        rows, total=count, desc="Loading vectors", unit="vec", disable=not progress
+    ):
         if n >= count:  # rows added while we read; the sync picks them up
             break
         vec = np.frombuffer(bytes(blob), dtype="<f4")

@@ -23,7 +23,9 @@ class ApiError(exceptions.APIException):
     status_code = status.HTTP_400_BAD_REQUEST
     default_code = "invalid"
 
-    def __init__(self, message: str, *, code: str = "invalid", status_code: int = 400, details=None):
+    def __init__(
+        self, message: str, *, code: str = "invalid", status_code: int = 400, details=None
+    ):
         super().__init__(detail=message, code=code)
         self.status_code = status_code
         self.details = details
@@ -41,7 +43,9 @@ def _first_message(detail) -> str:
 
 def exception_handler(exc, context):
     if isinstance(exc, DjangoValidationError):
-        exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+        exc = exceptions.ValidationError(
+            exc.message_dict if hasattr(exc, "error_dict") else exc.messages
+        )
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound(str(exc) or "Not found.")
     elif isinstance(exc, PermissionDenied):
@@ -59,16 +63,28 @@ def exception_handler(exc, context):
         body["error"]["details"] = exc.details
     elif isinstance(exc, exceptions.ValidationError):
         body["error"]["details"] = detail
-    return Response(body, status=response.status_code, headers=getattr(response, "headers", None) and {
-        k: v for k, v in response.headers.items() if k.lower() in {"www-authenticate", "retry-after", "allow"}
-    })
+    return Response(
+        body,
+        status=response.status_code,
+        headers=getattr(response, "headers", None)
+        and {
+            k: v
+            for k, v in response.headers.items()
+            if k.lower() in {"www-authenticate", "retry-after", "allow"}
+        },
+    )
 
 
 def api_not_found(request, *args, **kwargs):
     from django.http import JsonResponse
 
     return JsonResponse(
-        {"error": {"code": "not_found", "message": f"No API endpoint at {request.path}; see /api/v1/docs/."}},
+        {
+            "error": {
+                "code": "not_found",
+                "message": f"No API endpoint at {request.path}; see /api/v1/docs/.",
+            }
+        },
         status=404,
     )
 
@@ -84,7 +100,9 @@ class PageNumberPagination(pagination.PageNumberPagination):
         try:
             size = int(raw)
         except ValueError:
-            raise ApiError(f"page_size must be a whole number between 1 and {MAX_PAGE_SIZE}.") from None
+            raise ApiError(
+                f"page_size must be a whole number between 1 and {MAX_PAGE_SIZE}."
+            ) from None
         if not 1 <= size <= MAX_PAGE_SIZE:
             raise ApiError(f"page_size must be between 1 and {MAX_PAGE_SIZE}; got {size}.")
         return size

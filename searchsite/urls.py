@@ -24,7 +24,6 @@ urlpatterns = [
 ]
 
 
-
 def serve_media(request, path):
     # MEDIA_ROOT is read per request (not frozen at import) so settings overrides apply.
     return serve(request, path, document_root=settings.MEDIA_ROOT)

@@ -32,7 +32,9 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     model = open_clip.create_model(TINY_MODEL_NAME, pretrained=None)
     path = tmp_path_factory.mktemp("model") / "tiny.pt"
     torch.save({"state_dict": model.state_dict()}, path)
-    Path(str(path) + ".json").write_text(json.dumps({"model_name": TINY_MODEL_NAME, "model_cfg": TINY_MODEL_CFG}))
+    Path(str(path) + ".json").write_text(
+        json.dumps({"model_name": TINY_MODEL_NAME, "model_cfg": TINY_MODEL_CFG})
+    )
     return path
 
 
@@ -54,7 +56,13 @@ def _isolated_settings(settings, tmp_path, tiny_checkpoint):
 
 
 def make_image(
-    color=(200, 30, 30), *, size=(64, 64), shape: str = "circle", fmt: str = "PNG", mode: str = "RGB", accent=(255, 255, 255)
+    color=(200, 30, 30),
+    *,
+    size=(64, 64),
+    shape: str = "circle",
+    fmt: str = "PNG",
+    mode: str = "RGB",
+    accent=(255, 255, 255),
 ) -> bytes:
     """A small generated picture: a background colour with a shape on it, encoded as ``fmt``."""
     img = Image.new("RGB", size, color)

@@ -32,4 +32,6 @@ class ProductImageFactory(factory.django.DjangoModelFactory):
         model = ProductImage
 
     product = factory.SubFactory(ProductFactory)
-    image = factory.LazyFunction(lambda: SimpleUploadedFile("p.png", make_image(), content_type="image/png"))
+    image = factory.LazyFunction(
+        lambda: SimpleUploadedFile("p.png", make_image(), content_type="image/png")
+    )

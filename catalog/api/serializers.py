@@ -13,9 +13,13 @@ from ..validators import CODE_INVALID, UPLOAD_ERROR_STATUS, validate_image_uploa
 
 
 class ErrorBodySerializer(serializers.Serializer):
-    code = serializers.CharField(help_text="Machine-readable, e.g. invalid, not_found, invalid_image.")
+    code = serializers.CharField(
+        help_text="Machine-readable, e.g. invalid, not_found, invalid_image."
+    )
     message = serializers.CharField(help_text="A sentence a person can act on.")
-    details = serializers.JSONField(required=False, help_text="Per-field errors, when there are any.")
+    details = serializers.JSONField(
+        required=False, help_text="Per-field errors, when there are any."
+    )
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -108,7 +112,10 @@ class ProductWriteSerializer(serializers.Serializer):
         max_digits=10, decimal_places=2, min_value=0, allow_null=True, required=False, default=None
     )
     sku = serializers.CharField(
-        max_length=64, required=False, allow_blank=True, help_text="Generated when left out on create."
+        max_length=64,
+        required=False,
+        allow_blank=True,
+        help_text="Generated when left out on create.",
     )
     category = serializers.CharField(
         max_length=120, allow_blank=True, allow_null=True, required=False, default=None
@@ -132,8 +139,14 @@ class ProductCreateSerializer(ProductWriteSerializer):
 
 
 class ProductImageCreateSerializer(serializers.Serializer):
-    image = ImageUploadField(help_text="JPEG, PNG, WebP, GIF, BMP or TIFF, at most MAX_UPLOAD_BYTES.")
+    image = ImageUploadField(
+        help_text="JPEG, PNG, WebP, GIF, BMP or TIFF, at most MAX_UPLOAD_BYTES."
+    )
     alt_text = serializers.CharField(max_length=255, allow_blank=True, required=False, default="")
     position = serializers.IntegerField(
-        min_value=0, required=False, allow_null=True, default=None, help_text="Defaults to after the last image."
+        min_value=0,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Defaults to after the last image.",
     )

@@ -7,7 +7,11 @@ from . import views
 urlpatterns = [
     path("products/", views.ProductListCreateView.as_view(), name="product-list"),
     path("products/<int:pk>/", views.ProductDetailView.as_view(), name="product-detail"),
-    path("products/<int:pk>/images/", views.ProductImageCreateView.as_view(), name="product-image-list"),
+    path(
+        "products/<int:pk>/images/",
+        views.ProductImageCreateView.as_view(),
+        name="product-image-list",
+    ),
     path(
         "products/<int:pk>/images/<int:image_id>/",
         views.ProductImageDetailView.as_view(),

@@ -76,7 +76,9 @@ def _category_fields(data: dict) -> dict:
 def _product_response(request: Request, product_id: int, status_code: int = 200) -> Response:
     # Re-read: background indexing may already have updated the images' status.
     product = selectors.product_get(product_id=product_id, include_inactive=True)
-    return Response(ProductSerializer(product, context={"request": request}).data, status=status_code)
+    return Response(
+        ProductSerializer(product, context={"request": request}).data, status=status_code
+    )
 
 
 class ProductFilter(django_filters.FilterSet):
@@ -147,7 +149,9 @@ class ProductDetailView(generics.GenericAPIView):
     serializer_class = ProductSerializer
     queryset = Product.objects.none()  # for the schema; lookups go through the selector
 
-    @extend_schema(summary="Get a product", responses={200: ProductSerializer, 404: READ_ERRORS[404]})
+    @extend_schema(
+        summary="Get a product", responses={200: ProductSerializer, 404: READ_ERRORS[404]}
+    )
     def get(self, request: Request, pk: int) -> Response:
         product = _product_or_404(request, pk)
         return Response(ProductSerializer(product, context={"request": request}).data)
@@ -182,7 +186,9 @@ class ProductDetailView(generics.GenericAPIView):
         product = _product_or_404(request, pk)
         serializer = ProductWriteSerializer(data=request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
-        services.product_update(product=product, **_category_fields(dict(serializer.validated_data)))
+        services.product_update(
+            product=product, **_category_fields(dict(serializer.validated_data))
+        )
         return _product_response(request, product.pk)
 
 
@@ -196,7 +202,12 @@ class ProductImageCreateView(generics.GenericAPIView):
     @extend_schema(
         summary="Add an image to a product (staff)",
         request={"multipart/form-data": ProductImageCreateSerializer},
-        responses={201: ProductImageSerializer, **WRITE_ERRORS, 404: READ_ERRORS[404], **UPLOAD_ERRORS},
+        responses={
+            201: ProductImageSerializer,
+            **WRITE_ERRORS,
+            404: READ_ERRORS[404],
+            **UPLOAD_ERRORS,
+        },
     )
     def post(self, request: Request, pk: int) -> Response:
         product = _product_or_404(request, pk)
@@ -204,11 +215,15 @@ class ProductImageCreateView(generics.GenericAPIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         image = services.product_image_add(
-            product=product, file=data["image"], position=data["position"], alt_text=data["alt_text"]
+            product=product,
+            file=data["image"],
+            position=data["position"],
+            alt_text=data["alt_text"],
         )
         image.refresh_from_db()  # background indexing may already have run
         return Response(
-            ProductImageSerializer(image, context={"request": request}).data, status=status.HTTP_201_CREATED
+            ProductImageSerializer(image, context={"request": request}).data,
+            status=status.HTTP_201_CREATED,
         )
 
 
@@ -242,4 +257,3 @@ class CategoryListView(generics.GenericAPIView):
     @extend_schema(summary="List all categories", responses={200: CategorySerializer(many=True)})
     def get(self, request: Request) -> Response:
         return Response(CategorySerializer(selectors.category_list(), many=True).data)
-

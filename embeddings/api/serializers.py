@@ -39,10 +39,18 @@ class QueryImageField(serializers.FileField):
 class SearchFilterSerializer(serializers.Serializer):
     category = serializers.CharField(required=False, allow_blank=True, help_text="Category slug.")
     price_min = serializers.DecimalField(
-        max_digits=None, decimal_places=None, required=False, allow_null=True, help_text="Lowest price, inclusive."
+        max_digits=None,
+        decimal_places=None,
+        required=False,
+        allow_null=True,
+        help_text="Lowest price, inclusive.",
     )
     price_max = serializers.DecimalField(
-        max_digits=None, decimal_places=None, required=False, allow_null=True, help_text="Highest price, inclusive."
+        max_digits=None,
+        decimal_places=None,
+        required=False,
+        allow_null=True,
+        help_text="Highest price, inclusive.",
     )
     page = serializers.IntegerField(min_value=1, required=False, default=1)
     page_size = serializers.IntegerField(
@@ -60,7 +68,10 @@ class SearchFilterSerializer(serializers.Serializer):
 
 class SearchQuerySerializer(SearchFilterSerializer):
     q = serializers.CharField(
-        required=False, allow_blank=True, trim_whitespace=True, help_text="Text query, e.g. `giraffe shirt`."
+        required=False,
+        allow_blank=True,
+        trim_whitespace=True,
+        help_text="Text query, e.g. `giraffe shirt`.",
     )
 
 
@@ -73,11 +84,15 @@ class SearchFormSerializer(SearchQuerySerializer):
 
 
 class SimilarQuerySerializer(serializers.Serializer):
-    limit = serializers.IntegerField(min_value=1, max_value=MAX_PAGE_SIZE, required=False, default=DEFAULT_SIMILAR)
+    limit = serializers.IntegerField(
+        min_value=1, max_value=MAX_PAGE_SIZE, required=False, default=DEFAULT_SIMILAR
+    )
 
 
 class SearchHitSerializer(serializers.Serializer):
-    score = serializers.FloatField(help_text="Cosine similarity of the best-matching image, higher is better.")
+    score = serializers.FloatField(
+        help_text="Cosine similarity of the best-matching image, higher is better."
+    )
     matched_image_id = serializers.IntegerField(source="image_id", allow_null=True)
     product = ProductSerializer()
 

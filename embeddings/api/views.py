@@ -45,12 +45,16 @@ SEARCH_ERRORS = {
 }
 
 
-def _page(request: Request, hits: Sequence[selectors.ProductHit], *, page: int, page_size: int) -> dict:
+def _page(
+    request: Request, hits: Sequence[selectors.ProductHit], *, page: int, page_size: int
+) -> dict:
     count = len(hits)
     last = max(1, math.ceil(count / page_size))
     if page > last:
         raise ApiError(
-            f"Page {page} is past the last page of results ({last}).", code="not_found", status_code=404
+            f"Page {page} is past the last page of results ({last}).",
+            code="not_found",
+            status_code=404,
         )
     url = request.build_absolute_uri()
     next_url = replace_query_param(url, "page", page + 1) if page < last else None
@@ -61,7 +65,12 @@ def _page(request: Request, hits: Sequence[selectors.ProductHit], *, page: int, 
     else:
         previous_url = replace_query_param(url, "page", page - 1)
     start = (page - 1) * page_size
-    return {"count": count, "next": next_url, "previous": previous_url, "results": hits[start : start + page_size]}
+    return {
+        "count": count,
+        "next": next_url,
+        "previous": previous_url,
+        "results": hits[start : start + page_size],
+    }
 
 
 def _without_blanks(params: dict) -> dict:
@@ -119,7 +128,9 @@ class SearchView(APIView):
             raise ApiError(str(exc)) from None
         body = _page(request, hits, page=data["page"], page_size=data["page_size"])
         body["query"] = {"text": selectors.normalize_query_text(text), "image": image is not None}
-        body["results"] = SearchHitSerializer(body["results"], many=True, context={"request": request}).data
+        body["results"] = SearchHitSerializer(
+            body["results"], many=True, context={"request": request}
+        ).data
         return Response(body)
 
 

@@ -26,8 +26,16 @@ def png(name: str, color=(200, 30, 30), **kwargs) -> SimpleUploadedFile:
 
 
 def product_form(**overrides) -> dict:
-    return {"title": "Admin tee", "sku": "", "description": "", "price": "15.00", "category": "",
-            "is_active": "on", **INLINE_EMPTY, **overrides}
+    return {
+        "title": "Admin tee",
+        "sku": "",
+        "description": "",
+        "price": "15.00",
+        "category": "",
+        "is_active": "on",
+        **INLINE_EMPTY,
+        **overrides,
+    }
 
 
 def messages_of(response) -> list[str]:
@@ -42,7 +50,9 @@ def test_product_list_shows_image_count_index_summary_and_thumbnail(admin_client
     product = ProductFactory(title="Striped scarf", sku="SCARF-1")
     ProductImageFactory(product=product)
     ProductImageFactory(product=product)
-    ProductImage.objects.filter(pk=product.images.first().pk).update(index_status="failed", index_error="bad")
+    ProductImage.objects.filter(pk=product.images.first().pk).update(
+        index_status="failed", index_error="bad"
+    )
     response = admin_client.get(reverse("admin:catalog_product_changelist"))
     assert response.status_code == 200
     html = response.content.decode()
@@ -55,9 +65,13 @@ def test_product_list_shows_image_count_index_summary_and_thumbnail(admin_client
 @pytest.mark.django_db
 def test_product_list_filters_by_image_index_status_and_searches_sku(admin_client):
     broken = ProductFactory(title="Broken", sku="BRK-1")
-    ProductImage.objects.filter(pk=ProductImageFactory(product=broken).pk).update(index_status="failed")
+    ProductImage.objects.filter(pk=ProductImageFactory(product=broken).pk).update(
+        index_status="failed"
+    )
     fine = ProductFactory(title="Fine", sku="FIN-1")
-    ProductImage.objects.filter(pk=ProductImageFactory(product=fine).pk).update(index_status="indexed")
+    ProductImage.objects.filter(pk=ProductImageFactory(product=fine).pk).update(
+        index_status="indexed"
+    )
     ProductFactory(title="Bare", sku="BAR-1")
     url = reverse("admin:catalog_product_changelist")
 
@@ -86,7 +100,7 @@ def test_non_staff_cannot_open_the_admin(client, django_user_model):
 def test_add_page_with_two_files_creates_two_indexed_images(admin_client):
     shirts = CategoryFactory(name="T-shirts")
     page = admin_client.get(reverse("admin:catalog_product_add"))
-    assert page.status_code == 200 and 'multiple' in page.content.decode()
+    assert page.status_code == 200 and "multiple" in page.content.decode()
     data = product_form(
         category=str(shirts.pk),
         add_images=[png("front.png"), png("back.png", (20, 20, 220), shape="square")],
@@ -98,7 +112,9 @@ def test_add_page_with_two_files_creates_two_indexed_images(admin_client):
     images = list(product.images.order_by("position"))
     assert [img.position for img in images] == [0, 1]
     assert [img.index_status for img in images] == ["indexed", "indexed"]
-    hits = search.product_search(image=load_image(make_image((20, 20, 220), shape="square")), limit=3)
+    hits = search.product_search(
+        image=load_image(make_image((20, 20, 220), shape="square")), limit=3
+    )
     assert hits[0].product.pk == product.pk and hits[0].image_id == images[1].pk
 
 
@@ -116,7 +132,9 @@ def test_add_page_names_the_file_it_rejects_and_saves_nothing(admin_client):
 def test_add_page_rejects_an_oversized_file(admin_client, settings):
     settings.MAX_UPLOAD_BYTES = 1024
     big = SimpleUploadedFile("big.bmp", make_image(size=(64, 64), fmt="BMP"))
-    response = admin_client.post(reverse("admin:catalog_product_add"), product_form(add_images=[big]))
+    response = admin_client.post(
+        reverse("admin:catalog_product_add"), product_form(add_images=[big])
+    )
     assert response.status_code == 200
     assert "largest accepted upload" in str(response.context["adminform"].form.errors["add_images"])
 
@@ -156,11 +174,19 @@ def test_inline_rejects_a_corrupt_replacement_image(admin_client):
     product = ProductFactory()
     url = reverse("admin:catalog_product_change", args=[product.pk])
     data = make_image(size=(200, 200), fmt="JPEG")
-    response = admin_client.post(url, product_form(
-        title=product.title, sku=product.sku,
-        **{"images-TOTAL_FORMS": "1", "images-0-position": "0", "images-0-alt_text": "",
-           "images-0-image": SimpleUploadedFile("cut.jpg", data[: len(data) // 2])},
-    ))
+    response = admin_client.post(
+        url,
+        product_form(
+            title=product.title,
+            sku=product.sku,
+            **{
+                "images-TOTAL_FORMS": "1",
+                "images-0-position": "0",
+                "images-0-alt_text": "",
+                "images-0-image": SimpleUploadedFile("cut.jpg", data[: len(data) // 2]),
+            },
+        ),
+    )
     assert response.status_code == 200
     assert "corrupt" in str(response.context["inline_admin_formsets"][0].formset.errors)
     assert product.images.count() == 0
@@ -170,7 +196,9 @@ def test_inline_rejects_a_corrupt_replacement_image(admin_client):
 
 
 @pytest.mark.django_db
-def test_reindex_action_requeues_images_pending_then_indexed(admin_client, django_capture_on_commit_callbacks):
+def test_reindex_action_requeues_images_pending_then_indexed(
+    admin_client, django_capture_on_commit_callbacks
+):
     product = ProductFactory()
     images = [ProductImageFactory(product=product), ProductImageFactory(product=product)]
     ProductFactory()  # not selected, no images
@@ -201,16 +229,22 @@ def test_reindex_of_products_without_images_says_so(admin_client):
 
 
 @pytest.mark.django_db
-def test_image_admin_lists_status_and_error_and_reindexes(admin_client, django_capture_on_commit_callbacks):
+def test_image_admin_lists_status_and_error_and_reindexes(
+    admin_client, django_capture_on_commit_callbacks
+):
     image = ProductImageFactory()
-    ProductImage.objects.filter(pk=image.pk).update(index_status="failed", index_error="The file is corrupt")
+    ProductImage.objects.filter(pk=image.pk).update(
+        index_status="failed", index_error="The file is corrupt"
+    )
     url = reverse("admin:catalog_productimage_changelist")
     html = admin_client.get(url).content.decode()
     assert "The file is corrupt" in html and "failed" in html
     change = admin_client.get(reverse("admin:catalog_productimage_change", args=[image.pk]))
     assert change.status_code == 200 and "The file is corrupt" in change.content.decode()
     with django_capture_on_commit_callbacks(execute=True):
-        response = admin_client.post(url, {"action": "reindex_images", "_selected_action": [str(image.pk)]})
+        response = admin_client.post(
+            url, {"action": "reindex_images", "_selected_action": [str(image.pk)]}
+        )
     assert messages_of(response) == ["Queued 1 image of the selection for re-indexing."]
     image.refresh_from_db()
     assert (image.index_status, image.index_error) == ("indexed", "")
@@ -221,13 +255,17 @@ def test_image_admin_lists_status_and_error_and_reindexes(admin_client, django_c
 
 @pytest.mark.django_db(transaction=True)
 def test_deleting_a_product_in_the_admin_removes_it_from_search(admin_client):
-    keep = catalog_services.product_create(title="Keep", images=[png("k.png", (20, 200, 40), shape="stripes")])
+    keep = catalog_services.product_create(
+        title="Keep", images=[png("k.png", (20, 200, 40), shape="stripes")]
+    )
     gone = catalog_services.product_create(title="Gone", images=[png("g.png")])
     query = load_image(make_image((200, 30, 30)))
     assert search.product_search(image=query, limit=5)[0].product.pk == gone.pk
     gone_image_id = gone.images.get().pk
 
-    response = admin_client.post(reverse("admin:catalog_product_delete", args=[gone.pk]), {"post": "yes"})
+    response = admin_client.post(
+        reverse("admin:catalog_product_delete", args=[gone.pk]), {"post": "yes"}
+    )
     assert response.status_code == 302
     assert not Product.objects.filter(pk=gone.pk).exists()
     assert IndexChange.objects.filter(image_id=gone_image_id, op="delete").exists()
@@ -236,9 +274,13 @@ def test_deleting_a_product_in_the_admin_removes_it_from_search(admin_client):
 
 @pytest.mark.django_db(transaction=True)
 def test_deleting_an_image_in_the_admin_removes_it_from_search(admin_client):
-    product = catalog_services.product_create(title="Two looks", images=[png("a.png"), png("b.png", (20, 20, 220))])
+    product = catalog_services.product_create(
+        title="Two looks", images=[png("a.png"), png("b.png", (20, 20, 220))]
+    )
     red, blue = product.images.order_by("position")
-    response = admin_client.post(reverse("admin:catalog_productimage_delete", args=[red.pk]), {"post": "yes"})
+    response = admin_client.post(
+        reverse("admin:catalog_productimage_delete", args=[red.pk]), {"post": "yes"}
+    )
     assert response.status_code == 302
     hits = search.product_search(image=load_image(make_image((200, 30, 30))), limit=5)
     assert [(h.product.pk, h.image_id) for h in hits] == [(product.pk, blue.pk)]
@@ -255,7 +297,9 @@ def test_index_admin_pages_are_read_only_and_render(admin_client):
         assert changelist.status_code == 200
         assert admin_client.get(reverse(f"admin:embeddings_{model}_add")).status_code == 403
     embedding = ImageEmbedding.objects.get()
-    detail = admin_client.get(reverse("admin:embeddings_imageembedding_change", args=[embedding.pk]))
+    detail = admin_client.get(
+        reverse("admin:embeddings_imageembedding_change", args=[embedding.pk])
+    )
     assert detail.status_code == 200 and embedding.model_id in detail.content.decode()
     delete_url = reverse("admin:embeddings_imageembedding_delete", args=[embedding.pk])
     assert admin_client.post(delete_url, {"post": "yes"}).status_code == 403

@@ -5,7 +5,9 @@ import pytest
 pytestmark = pytest.mark.django_db
 
 
-@pytest.mark.parametrize("path", ["/api/v1/products/abc/", "/api/v1/nope/", "/api/v1/products/1/images/x/"])
+@pytest.mark.parametrize(
+    "path", ["/api/v1/products/abc/", "/api/v1/nope/", "/api/v1/products/1/images/x/"]
+)
 def test_unknown_api_paths_are_json_404s(client, path):
     response = client.get(path)
     assert response.status_code == 404

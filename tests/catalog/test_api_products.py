@@ -63,8 +63,17 @@ def test_product_json_has_the_documented_shape(anon):
     ProductImageFactory(product=product, alt_text="front")
     body = anon.get(f"{API}/products/{product.pk}/").json()
     assert set(body) == {
-        "id", "title", "description", "price", "sku", "is_active", "category", "url", "images",
-        "created_at", "updated_at",
+        "id",
+        "title",
+        "description",
+        "price",
+        "sku",
+        "is_active",
+        "category",
+        "url",
+        "images",
+        "created_at",
+        "updated_at",
     }
     assert body["price"] == "19.99"
     assert body["category"] == {"id": product.category.pk, "name": "T-shirts", "slug": "t-shirts"}
@@ -162,7 +171,9 @@ def test_token_endpoint_rejects_a_wrong_password(anon, staff):
 @pytest.mark.django_db
 def test_writes_without_credentials_are_401(anon):
     product = ProductFactory()
-    assert_error(anon.post(f"{API}/products/", {"title": "Tee"}, format="json"), 401, "not_authenticated")
+    assert_error(
+        anon.post(f"{API}/products/", {"title": "Tee"}, format="json"), 401, "not_authenticated"
+    )
     assert_error(anon.patch(f"{API}/products/{product.pk}/", {"title": "x"}, format="json"), 401)
     assert_error(anon.delete(f"{API}/products/{product.pk}/"), 401)
     assert_error(anon.post(f"{API}/products/{product.pk}/images/", {"image": png()}), 401)
@@ -173,8 +184,14 @@ def test_writes_without_credentials_are_401(anon):
 def test_writes_by_a_non_staff_user_are_403(shopper_client):
     product = ProductFactory()
     image = ProductImageFactory(product=product)
-    assert_error(shopper_client.post(f"{API}/products/", {"title": "Tee"}, format="json"), 403, "permission_denied")
-    assert_error(shopper_client.put(f"{API}/products/{product.pk}/", {"title": "x"}, format="json"), 403)
+    assert_error(
+        shopper_client.post(f"{API}/products/", {"title": "Tee"}, format="json"),
+        403,
+        "permission_denied",
+    )
+    assert_error(
+        shopper_client.put(f"{API}/products/{product.pk}/", {"title": "x"}, format="json"), 403
+    )
     assert_error(shopper_client.delete(f"{API}/products/{product.pk}/"), 403)
     assert_error(shopper_client.delete(f"{API}/products/{product.pk}/images/{image.pk}/"), 403)
     assert Product.objects.get().title == product.title
@@ -253,7 +270,9 @@ def test_create_rejects_bad_fields_with_a_400_naming_the_field(staff_client, pay
 @pytest.mark.django_db
 def test_create_with_a_taken_sku_is_400(staff_client):
     ProductFactory(sku="DUP-1")
-    error = assert_error(staff_client.post(f"{API}/products/", {"title": "Tee", "sku": "DUP-1"}, format="json"), 400)
+    error = assert_error(
+        staff_client.post(f"{API}/products/", {"title": "Tee", "sku": "DUP-1"}, format="json"), 400
+    )
     assert "sku" in error["message"].lower()
 
 
@@ -283,7 +302,11 @@ def test_patch_changes_only_the_given_fields(staff_client):
     )
     assert response.status_code == 200
     product.refresh_from_db()
-    assert (product.title, product.price, product.description) == ("New", Decimal("5.00"), "keep me")
+    assert (product.title, product.price, product.description) == (
+        "New",
+        Decimal("5.00"),
+        "keep me",
+    )
     assert product.category.name == "Bags"
 
 
@@ -296,7 +319,10 @@ def test_put_replaces_fields_and_empty_category_clears_it(staff_client):
     assert response.status_code == 200, response.content
     product.refresh_from_db()
     assert (product.title, product.description, product.category, product.is_active) == (
-        "Replaced", "", None, True,
+        "Replaced",
+        "",
+        None,
+        True,
     )
 
 
@@ -322,7 +348,9 @@ def test_staff_adds_an_image_and_gets_its_json(staff_client):
     product = ProductFactory()
     ProductImageFactory(product=product)
     response = staff_client.post(
-        f"{API}/products/{product.pk}/images/", {"image": png(), "alt_text": "side"}, format="multipart"
+        f"{API}/products/{product.pk}/images/",
+        {"image": png(), "alt_text": "side"},
+        format="multipart",
     )
     assert response.status_code == 201, response.content
     body = response.json()
@@ -335,9 +363,13 @@ def test_staff_adds_an_image_and_gets_its_json(staff_client):
 @pytest.mark.django_db
 def test_image_upload_of_an_unsupported_type_is_415(staff_client):
     product = ProductFactory()
-    pdf = SimpleUploadedFile("catalog.png", b"%PDF-1.4 not really an image", content_type="image/png")
+    pdf = SimpleUploadedFile(
+        "catalog.png", b"%PDF-1.4 not really an image", content_type="image/png"
+    )
     error = assert_error(
-        staff_client.post(f"{API}/products/{product.pk}/images/", {"image": pdf}, format="multipart"),
+        staff_client.post(
+            f"{API}/products/{product.pk}/images/", {"image": pdf}, format="multipart"
+        ),
         415,
         "unsupported_media_type",
     )
@@ -351,7 +383,9 @@ def test_oversized_image_upload_is_413_with_the_limit_in_the_message(staff_clien
     product = ProductFactory()
     big = SimpleUploadedFile("big.bmp", make_image(size=(64, 64), fmt="BMP"))
     error = assert_error(
-        staff_client.post(f"{API}/products/{product.pk}/images/", {"image": big}, format="multipart"),
+        staff_client.post(
+            f"{API}/products/{product.pk}/images/", {"image": big}, format="multipart"
+        ),
         413,
         "file_too_large",
     )
@@ -364,7 +398,9 @@ def test_corrupt_image_upload_is_400_invalid_image(staff_client):
     data = make_image(size=(200, 200), fmt="JPEG")
     cut = SimpleUploadedFile("cut.jpg", data[: len(data) // 2])
     assert_error(
-        staff_client.post(f"{API}/products/{product.pk}/images/", {"image": cut}, format="multipart"),
+        staff_client.post(
+            f"{API}/products/{product.pk}/images/", {"image": cut}, format="multipart"
+        ),
         400,
         "invalid_image",
     )
@@ -376,7 +412,9 @@ def test_decompression_bomb_upload_is_400(staff_client, settings):
     product = ProductFactory()
     bomb = SimpleUploadedFile("bomb.png", make_image(size=(500, 500), shape="none"))
     error = assert_error(
-        staff_client.post(f"{API}/products/{product.pk}/images/", {"image": bomb}, format="multipart"),
+        staff_client.post(
+            f"{API}/products/{product.pk}/images/", {"image": bomb}, format="multipart"
+        ),
         400,
         "image_too_large",
     )
@@ -386,19 +424,27 @@ def test_decompression_bomb_upload_is_400(staff_client, settings):
 @pytest.mark.django_db
 def test_image_upload_without_a_file_is_400(staff_client):
     product = ProductFactory()
-    error = assert_error(staff_client.post(f"{API}/products/{product.pk}/images/", {}, format="multipart"), 400)
+    error = assert_error(
+        staff_client.post(f"{API}/products/{product.pk}/images/", {}, format="multipart"), 400
+    )
     assert "image" in error["details"]
 
 
 @pytest.mark.django_db
 def test_image_upload_to_an_unknown_product_is_404(staff_client):
-    assert_error(staff_client.post(f"{API}/products/98765/images/", {"image": png()}, format="multipart"), 404)
+    assert_error(
+        staff_client.post(f"{API}/products/98765/images/", {"image": png()}, format="multipart"),
+        404,
+    )
 
 
 @pytest.mark.django_db
 def test_json_body_on_the_image_endpoint_is_415(staff_client):
     product = ProductFactory()
-    assert_error(staff_client.post(f"{API}/products/{product.pk}/images/", {"image": "x"}, format="json"), 415)
+    assert_error(
+        staff_client.post(f"{API}/products/{product.pk}/images/", {"image": "x"}, format="json"),
+        415,
+    )
 
 
 @pytest.mark.django_db(transaction=True)

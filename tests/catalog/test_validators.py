@@ -21,7 +21,14 @@ def rejection_code(file) -> str:
 
 @pytest.mark.parametrize(
     ("fmt", "expected"),
-    [("JPEG", "JPEG"), ("PNG", "PNG"), ("WEBP", "WebP"), ("GIF", "GIF"), ("BMP", "BMP"), ("TIFF", "TIFF")],
+    [
+        ("JPEG", "JPEG"),
+        ("PNG", "PNG"),
+        ("WEBP", "WebP"),
+        ("GIF", "GIF"),
+        ("BMP", "BMP"),
+        ("TIFF", "TIFF"),
+    ],
 )
 def test_every_supported_format_is_accepted(fmt, expected):
     assert validate_image_upload(upload(make_image(fmt=fmt))) == expected

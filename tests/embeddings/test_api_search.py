@@ -26,7 +26,9 @@ def picture(look: dict, name: str = "p.png", fmt: str = "PNG") -> SimpleUploaded
     return SimpleUploadedFile(name, make_image(look.pop("color"), fmt=fmt, **look))
 
 
-def product(title: str, *looks: dict, category: str | None = None, price: str = "10.00", active: bool = True):
+def product(
+    title: str, *looks: dict, category: str | None = None, price: str = "10.00", active: bool = True
+):
     return catalog_services.product_create(
         title=title,
         price=Decimal(price),
@@ -82,7 +84,11 @@ def test_product_created_through_the_api_is_found_first_by_its_image(client):
     writer.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
     created = writer.post(
         f"{API}/products/",
-        {"title": "Blue bag", "category": "Bags", "images": [picture(BLUE, "a.png"), picture(RED, "b.png")]},
+        {
+            "title": "Blue bag",
+            "category": "Bags",
+            "images": [picture(BLUE, "a.png"), picture(RED, "b.png")],
+        },
         format="multipart",
     )
     assert created.status_code == 201, created.content
@@ -131,7 +137,9 @@ def test_image_and_text_together(client, shop):
 
 
 def test_jpeg_query_image_works(client, shop):
-    response = client.post(f"{API}/search/", {"image": picture(YELLOW, "q.jpg", fmt="JPEG")}, format="multipart")
+    response = client.post(
+        f"{API}/search/", {"image": picture(YELLOW, "q.jpg", fmt="JPEG")}, format="multipart"
+    )
     assert result_ids(response)[0] == shop["yellow"].pk
 
 
@@ -143,9 +151,9 @@ def test_filters_by_category_and_price_in_query_string(client, shop):
         shop["red"].pk,
         shop["yellow"].pk,
     }
-    assert result_ids(client.get(f"{API}/search/", {"q": "x", "price_min": "20", "price_max": "30"})) == [
-        shop["yellow"].pk
-    ]
+    assert result_ids(
+        client.get(f"{API}/search/", {"q": "x", "price_min": "20", "price_max": "30"})
+    ) == [shop["yellow"].pk]
 
 
 def test_image_search_takes_filters_as_form_fields(client, shop):
@@ -161,14 +169,25 @@ def test_non_numeric_price_is_400_naming_the_field(client, shop, field):
 
 
 def test_empty_optional_fields_count_as_not_given(client, shop):
-    params = {"q": "tee", "category": "", "price_min": "", "price_max": "", "page": "", "page_size": ""}
+    params = {
+        "q": "tee",
+        "category": "",
+        "price_min": "",
+        "price_max": "",
+        "page": "",
+        "page_size": "",
+    }
     assert len(result_ids(client.get(f"{API}/search/", params))) == 3
-    response = client.post(f"{API}/search/", {"image": picture(RED), "price_min": "", "page": ""}, format="multipart")
+    response = client.post(
+        f"{API}/search/", {"image": picture(RED), "price_min": "", "page": ""}, format="multipart"
+    )
     assert result_ids(response)[0] == shop["red"].pk
 
 
 def test_price_range_upside_down_is_400(client, shop):
-    error = assert_error(client.get(f"{API}/search/", {"q": "tee", "price_min": "50", "price_max": "10"}), 400)
+    error = assert_error(
+        client.get(f"{API}/search/", {"q": "tee", "price_min": "50", "price_max": "10"}), 400
+    )
     assert "price_max" in error["message"]
 
 
@@ -199,14 +218,25 @@ def test_no_results_is_an_empty_first_page_not_404(client, shop):
 
 def test_query_string_page_wins_over_the_form_so_next_links_work_for_posts(client, shop):
     response = client.post(
-        f"{API}/search/?page=2", {"image": picture(RED), "page": "1", "page_size": "2"}, format="multipart"
+        f"{API}/search/?page=2",
+        {"image": picture(RED), "page": "1", "page_size": "2"},
+        format="multipart",
     )
     body = response.json()
     assert len(body["results"]) == 1 and body["previous"]
 
 
-@pytest.mark.parametrize("params", [{"page_size": "0"}, {"page_size": "101"}, {"page_size": "99999"},
-                                    {"page_size": "all"}, {"page": "0"}, {"page": "first"}])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"page_size": "0"},
+        {"page_size": "101"},
+        {"page_size": "99999"},
+        {"page_size": "all"},
+        {"page": "0"},
+        {"page": "first"},
+    ],
+)
 def test_absurd_paging_is_400(client, shop, params):
     assert_error(client.get(f"{API}/search/", {"q": "tee", **params}), 400)
 
@@ -233,19 +263,25 @@ def test_overlong_text_query_is_400(client):
 def test_corrupt_query_image_is_400_invalid_image(client, shop):
     data = make_image(size=(200, 200), fmt="JPEG")
     cut = SimpleUploadedFile("cut.jpg", data[: len(data) // 3])
-    assert_error(client.post(f"{API}/search/", {"image": cut}, format="multipart"), 400, "invalid_image")
+    assert_error(
+        client.post(f"{API}/search/", {"image": cut}, format="multipart"), 400, "invalid_image"
+    )
 
 
 def test_non_image_query_file_is_400_invalid_image(client, shop):
     text = SimpleUploadedFile("q.png", b"just some text", content_type="image/png")
-    error = assert_error(client.post(f"{API}/search/", {"image": text}, format="multipart"), 400, "invalid_image")
+    error = assert_error(
+        client.post(f"{API}/search/", {"image": text}, format="multipart"), 400, "invalid_image"
+    )
     assert "JPEG" in error["message"]
 
 
 def test_oversized_query_image_is_413(client, shop, settings):
     settings.MAX_UPLOAD_BYTES = 1024
     big = SimpleUploadedFile("big.bmp", make_image(size=(64, 64), fmt="BMP"))
-    assert_error(client.post(f"{API}/search/", {"image": big}, format="multipart"), 413, "file_too_large")
+    assert_error(
+        client.post(f"{API}/search/", {"image": big}, format="multipart"), 413, "file_too_large"
+    )
 
 
 def test_json_body_is_415(client):
@@ -266,12 +302,16 @@ def test_similar_leaves_out_the_product_itself_and_ranks_the_rest(client, shop):
 
 
 def test_similar_respects_limit(client, shop):
-    assert len(result_ids(client.get(f"{API}/products/{shop['red'].pk}/similar/", {"limit": 1}))) == 1
+    assert (
+        len(result_ids(client.get(f"{API}/products/{shop['red'].pk}/similar/", {"limit": 1}))) == 1
+    )
 
 
 @pytest.mark.parametrize("limit", ["0", "101", "ten", "-1"])
 def test_similar_rejects_a_bad_limit(client, shop, limit):
-    error = assert_error(client.get(f"{API}/products/{shop['red'].pk}/similar/", {"limit": limit}), 400)
+    error = assert_error(
+        client.get(f"{API}/products/{shop['red'].pk}/similar/", {"limit": limit}), 400
+    )
     assert "limit" in error["message"]
 
 

@@ -26,7 +26,16 @@ def test_exif_orientation_is_applied():
 
 @pytest.mark.parametrize(
     "mode,fmt",
-    [("P", "PNG"), ("L", "PNG"), ("LA", "PNG"), ("RGBA", "PNG"), ("CMYK", "JPEG"), ("1", "BMP"), ("RGB", "WEBP"), ("P", "GIF")],
+    [
+        ("P", "PNG"),
+        ("L", "PNG"),
+        ("LA", "PNG"),
+        ("RGBA", "PNG"),
+        ("CMYK", "JPEG"),
+        ("1", "BMP"),
+        ("RGB", "WEBP"),
+        ("P", "GIF"),
+    ],
 )
 def test_every_mode_becomes_8bit_rgb(mode, fmt):
     out = load_image(make_image((10, 120, 200), mode=mode, fmt=fmt))
@@ -56,7 +65,9 @@ def test_16bit_grayscale_is_scaled_not_clipped():
     assert r == g == b and 100 < r < 160  # 30000/60000 of full scale
 
 
-@pytest.mark.parametrize("data,reason", [(b"", "not a readable image"), (b"hello world", "not a readable image")])
+@pytest.mark.parametrize(
+    "data,reason", [(b"", "not a readable image"), (b"hello world", "not a readable image")]
+)
 def test_non_images_are_rejected_with_a_reason(data, reason):
     with pytest.raises(ImageDecodeError, match=reason):
         load_image(data)

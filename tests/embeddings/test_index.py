@@ -154,7 +154,9 @@ def test_concurrent_adds_and_searches_do_not_corrupt(rng):
         except Exception as exc:  # pragma: no cover
             errors.append(exc)
 
-    threads = [threading.Thread(target=writer, args=(o,)) for o in range(4)] + [threading.Thread(target=reader)]
+    threads = [threading.Thread(target=writer, args=(o,)) for o in range(4)] + [
+        threading.Thread(target=reader)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -172,8 +174,10 @@ def test_ivf_recall_against_exact_search_is_high(rng):
     flat.add(ids, data)
     ivf.add(ids, data)
     queries = unit(rng, 50, d=32)
-    recall = np.mean([
-        len({h.id for h in a} & {h.id for h in b}) / 10
-        for a, b in zip(flat.search(queries, 10), ivf.search(queries, 10), strict=True)
-    ])
+    recall = np.mean(
+        [
+            len({h.id for h in a} & {h.id for h in b}) / 10
+            for a, b in zip(flat.search(queries, 10), ivf.search(queries, 10), strict=True)
+        ]
+    )
     assert recall > 0.8

@@ -15,11 +15,20 @@ from tests.factories import CategoryFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-COLOURS = [(230, 20, 20), (20, 200, 20), (20, 20, 230), (230, 230, 20), (20, 230, 230), (230, 20, 230)]
+COLOURS = [
+    (230, 20, 20),
+    (20, 200, 20),
+    (20, 20, 230),
+    (230, 230, 20),
+    (20, 230, 230),
+    (230, 20, 230),
+]
 
 
 def product(title, colours, **kw):
-    files = [SimpleUploadedFile(f"{i}.png", make_image(c, shape=s)) for i, (c, s) in enumerate(colours)]
+    files = [
+        SimpleUploadedFile(f"{i}.png", make_image(c, shape=s)) for i, (c, s) in enumerate(colours)
+    ]
     return catalog_services.product_create(title=title, images=files, **kw)
 
 
@@ -53,7 +62,10 @@ def test_filters_by_category_and_price_and_hide_inactive_products():
 
 def test_filters_reach_past_the_first_page_of_vector_hits():
     shirts, bags = CategoryFactory(name="Shirts"), CategoryFactory(name="Bags")
-    many = [product(f"Shirt {i}", [(((i * 8) % 255, 30, 30), "circle")], category=shirts) for i in range(30)]
+    many = [
+        product(f"Shirt {i}", [(((i * 8) % 255, 30, 30), "circle")], category=shirts)
+        for i in range(30)
+    ]
     far_bag = product("Far bag", [((10, 10, 250), "stripes")], category=bags)
     hits = selectors.product_search(image=query((0, 30, 30)), limit=1, category="bags")
     assert [h.product.id for h in hits] == [far_bag.id]
@@ -68,7 +80,10 @@ def test_text_and_image_together_use_both(settings):
     image_only = selectors.query_vector(image=query(COLOURS[0]))
     assert float(both @ text_only) < 0.9999 and float(both @ image_only) < 0.9999
     assert float(both @ text_only) > 0 and float(both @ image_only) > 0
-    assert selectors.product_search(text="a red tee", image=query(COLOURS[0]), limit=5)[0].product.id == a.id
+    assert (
+        selectors.product_search(text="a red tee", image=query(COLOURS[0]), limit=5)[0].product.id
+        == a.id
+    )
 
 
 def test_missing_or_overlong_query_is_a_search_error():
@@ -87,7 +102,9 @@ def test_min_score_turns_weak_text_matches_into_no_results(settings):
     assert selectors.product_search(image=query(COLOURS[1]), limit=5)
 
 
-def test_min_score_defaults_to_the_model_cards_calibrated_value(settings, tiny_checkpoint, tmp_path):
+def test_min_score_defaults_to_the_model_cards_calibrated_value(
+    settings, tiny_checkpoint, tmp_path
+):
     ckpt = tmp_path / "carded.pt"
     shutil.copy(tiny_checkpoint, ckpt)
     shutil.copy(str(tiny_checkpoint) + ".json", str(ckpt) + ".json")
@@ -147,7 +164,12 @@ def test_hybrid_off_is_pure_vector_ranking(settings):
         product(f"Plain item {i}", [(COLOURS[i], "circle")])
     settings.EMBEDDINGS_HYBRID = False
     vector_only = [h.product.id for h in selectors.product_search(text="acme polo", limit=10)]
-    expected = [h.product.id for h in selectors.product_search_by_vector(selectors.query_vector(text="acme polo"), limit=10)]
+    expected = [
+        h.product.id
+        for h in selectors.product_search_by_vector(
+            selectors.query_vector(text="acme polo"), limit=10
+        )
+    ]
     assert vector_only == expected
 
 
@@ -157,7 +179,9 @@ def test_lexical_matches_respect_filters_and_the_threshold_still_hides_nonsense(
     shirts, bags = CategoryFactory(name="Shirts"), CategoryFactory(name="Bags")
     shirt = product("Acme polo shirt", [(COLOURS[0], "circle")], category=shirts)
     product("Acme tote", [(COLOURS[1], "circle")], category=bags)
-    assert [h.product.id for h in selectors.product_search(text="acme", category="shirts", limit=5)] == [shirt.id]
+    assert [
+        h.product.id for h in selectors.product_search(text="acme", category="shirts", limit=5)
+    ] == [shirt.id]
     assert len(selectors.product_search(text="qwzx blorf", limit=5)) == 0
 
 

@@ -35,7 +35,9 @@ def test_embedding_is_queued_only_after_commit(django_capture_on_commit_callback
     assert emb.array.shape == (32,)
 
 
-def test_rerunning_for_an_unchanged_image_does_no_work(django_capture_on_commit_callbacks, monkeypatch):
+def test_rerunning_for_an_unchanged_image_does_no_work(
+    django_capture_on_commit_callbacks, monkeypatch
+):
     with django_capture_on_commit_callbacks(execute=True):
         image = add_image(ProductFactory(), make_image())
     changes = IndexChange.objects.count()
@@ -57,7 +59,9 @@ def test_changed_file_is_embedded_again(django_capture_on_commit_callbacks):
     assert ImageEmbedding.objects.filter(image=image).count() == 1
 
 
-def test_corrupt_image_is_marked_failed_with_a_reason_and_not_raised(django_capture_on_commit_callbacks):
+def test_corrupt_image_is_marked_failed_with_a_reason_and_not_raised(
+    django_capture_on_commit_callbacks,
+):
     with django_capture_on_commit_callbacks(execute=True):
         image = add_image(ProductFactory(), b"this is not a picture", name="broken.jpg")
     image.refresh_from_db()
@@ -89,7 +93,11 @@ def test_task_retries_transient_errors_only():
 def test_deleting_a_product_removes_its_images_from_search(django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         product = catalog_services.product_create(
-            title="Tee", images=[SimpleUploadedFile("a.png", make_image()), SimpleUploadedFile("b.png", make_image((0, 90, 0)))]
+            title="Tee",
+            images=[
+                SimpleUploadedFile("a.png", make_image()),
+                SimpleUploadedFile("b.png", make_image((0, 90, 0))),
+            ],
         )
     image_ids = set(product.images.values_list("id", flat=True))
     live = runtime.get_live_index()
@@ -98,7 +106,9 @@ def test_deleting_a_product_removes_its_images_from_search(django_capture_on_com
     with django_capture_on_commit_callbacks(execute=True):
         catalog_services.product_delete(product=product)
     assert len(runtime.get_live_index()) == 0
-    assert set(IndexChange.objects.filter(op="delete").values_list("image_id", flat=True)) == image_ids
+    assert (
+        set(IndexChange.objects.filter(op="delete").values_list("image_id", flat=True)) == image_ids
+    )
     from django.core.files.storage import default_storage
 
     assert not any(default_storage.exists(name) for name in files)

@@ -15,13 +15,16 @@ def test_uploaded_product_is_found_by_its_own_image():
         title="Red circle tee", images=[SimpleUploadedFile("r.png", make_image((220, 20, 20)))]
     )
     blue = catalog_services.product_create(
-        title="Blue square tee", images=[SimpleUploadedFile("b.png", make_image((20, 20, 220), shape="square"))]
+        title="Blue square tee",
+        images=[SimpleUploadedFile("b.png", make_image((20, 20, 220), shape="square"))],
     )
     statuses = set(ProductImage.objects.values_list("index_status", flat=True))
     assert statuses == {"indexed"}
     from embeddings.encoder import load_image
 
-    hits = selectors.product_search(image=load_image(make_image((20, 20, 220), shape="square")), limit=5)
+    hits = selectors.product_search(
+        image=load_image(make_image((20, 20, 220), shape="square")), limit=5
+    )
     assert [h.product.id for h in hits][:1] == [blue.id]
     assert {h.product.id for h in hits} == {red.id, blue.id}
     assert len(runtime.get_live_index()) == 2

@@ -28,10 +28,14 @@ def no_auto_embed(monkeypatch):
 
 def put(image, seed, model=MODEL, change_id=None):
     ImageEmbedding.objects.update_or_create(
-        image=image, model_id=model, defaults={"dim": DIM, "vector": ImageEmbedding.pack(vec(seed)), "content_hash": "x"}
+        image=image,
+        model_id=model,
+        defaults={"dim": DIM, "vector": ImageEmbedding.pack(vec(seed)), "content_hash": "x"},
     )
     kwargs = {"id": change_id} if change_id else {}
-    return IndexChange.objects.create(image_id=image.id, product_id=image.product_id, model_id=model, op="upsert", **kwargs)
+    return IndexChange.objects.create(
+        image_id=image.id, product_id=image.product_id, model_id=model, op="upsert", **kwargs
+    )
 
 
 def empty_live():
@@ -152,7 +156,9 @@ def test_snapshot_file_name_is_per_model(settings, tmp_path):
     assert snapshot_path("m/a").parent == tmp_path
 
 
-def test_serving_process_starts_from_snapshot_and_picks_up_new_uploads(django_capture_on_commit_callbacks):
+def test_serving_process_starts_from_snapshot_and_picks_up_new_uploads(
+    django_capture_on_commit_callbacks,
+):
     with django_capture_on_commit_callbacks(execute=True):
         first = ProductImageFactory()
     from embeddings import services
