@@ -73,6 +73,12 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--text-queries", type=int, default=100)
     parser.add_argument("--quick", action="store_true", help="64 images, 30 text queries.")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ.get("EMBEDDINGS_TORCH_THREADS", "1")),
+        help="torch threads (default: EMBEDDINGS_TORCH_THREADS or 1, as the app uses; 0 = all cores)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.n, args.text_queries = min(args.n, 64), min(args.text_queries, 30)
@@ -86,6 +92,8 @@ def main() -> None:
         name, pretrained, label = default_model()
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(
         f"Model: {label}; torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs"
     )
