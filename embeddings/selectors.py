@@ -80,6 +80,10 @@ class RankedProducts(Sequence):
         return [pid for pid, _, _ in self._ranked]
 
     @property
+    def queryset(self):
+        return self._qs
+
+    @property
     def rows(self) -> list[tuple[int, float, int | None]]:
         return list(self._ranked)
 
@@ -166,7 +170,6 @@ def product_search_by_vector(
     price_min: Decimal | None = None,
     price_max: Decimal | None = None,
     exclude_product_ids: frozenset[int] = frozenset(),
-    min_score: float | None = None,
 ) -> RankedProducts:
     """Best products for a query vector: at most ``limit``, best first, filters applied.
 
@@ -187,8 +190,6 @@ def product_search_by_vector(
     while True:
         hits = live.index.search(vector.reshape(1, -1), k)[0]
         new = [h for h in hits if h.id not in checked]
-        if min_score is not None:
-            new = [h for h in new if h.score >= min_score]
         checked.update(h.id for h in new)
         owners = _image_owners([h.id for h in new], products)
         for hit in new:
@@ -197,8 +198,7 @@ def product_search_by_vector(
                 continue
             if product_id not in best or hit.score > best[product_id][0]:
                 best[product_id] = (hit.score, hit.id)
-        below_threshold = min_score is not None and hits and hits[-1].score < min_score
-        if len(best) >= limit or k >= total or below_threshold:
+        if len(best) >= limit or k >= total:
             break
         k = min(total, k * 4)
 
@@ -235,18 +235,20 @@ def product_search(
 ) -> RankedProducts:
     """Products matching a text query, an image query (a picture or its stored vector), or both.
 
-    Text-only queries drop vector results below the model's "no good match" score
-    (runtime.get_min_score), so a query that matches nothing returns an honest empty list. With
-    EMBEDDINGS_HYBRID on, products whose title or SKU contain the query's words are fused in
-    by reciprocal rank fusion (exact words such as brands, "polo" or a SKU find their product
-    even where the embedding is unsure).
+    "No good match": when a text-only query's best vector score is below the model's calibrated
+    threshold (runtime.get_min_score), the vector results are dropped, so nonsense returns an
+    honest empty list. The threshold is about the *best* hit (how it was calibrated), not each
+    hit: a real query keeps its whole ranking. With EMBEDDINGS_HYBRID on, products whose title
+    or SKU contain the query's words are fused in by reciprocal rank fusion (brands, "polo" or a
+    SKU find their product even where the embedding is unsure, and survive the threshold).
     """
     vector = query_vector(text=text, image=image, image_vec=image_vec)
     has_image = image is not None or image_vec is not None
     filters = {"category": category, "price_min": price_min, "price_max": price_max}
-    ranked = product_search_by_vector(
-        vector, limit=limit, min_score=None if has_image else runtime.get_min_score(), **filters
-    )
+    ranked = product_search_by_vector(vector, limit=limit, **filters)
+    min_score = None if has_image else runtime.get_min_score()
+    if min_score is not None and ranked.rows and ranked.rows[0][1] < min_score:
+        ranked = RankedProducts([], ranked.queryset)
     text = normalize_query_text(text)
     if not text or not settings.EMBEDDINGS_HYBRID:
         return ranked

@@ -194,3 +194,20 @@ def test_lexical_ranking_prefers_more_matching_words():
     ranking = selectors.product_lexical_ranking(text="giraffe shirt", products=product_queryset())
     assert ranking[:2] == [two.id, one.id] and len(ranking) == 2
     assert selectors.product_lexical_ranking(text="a", products=product_queryset()) == []
+
+
+def test_min_score_judges_the_best_hit_not_each_hit(settings):
+    settings.EMBEDDINGS_HYBRID = False
+    for i, c in enumerate(COLOURS):
+        product(f"P{i}", [(c, "circle")])
+    settings.EMBEDDINGS_MIN_SCORE = None
+    everything = selectors.product_search(text="a tee", limit=10)
+    scores = [h.score for h in everything]
+    assert len(scores) == 6 and scores[0] > scores[-1]
+    # A threshold between the best and the worst hit: a real query keeps its whole ranking.
+    settings.EMBEDDINGS_MIN_SCORE = (scores[0] + scores[-1]) / 2
+    assert [h.product.id for h in selectors.product_search(text="a tee", limit=10)] == [
+        h.product.id for h in everything
+    ]
+    settings.EMBEDDINGS_MIN_SCORE = scores[0] + 1e-3
+    assert len(selectors.product_search(text="a tee", limit=10)) == 0
