@@ -89,6 +89,11 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # SQLite creates the file but not its folder; a fresh DATA_DIR would fail with
+    # "unable to open database file".
+    _sqlite_name = str(DATABASES["default"].get("NAME") or "")
+    if _sqlite_name and _sqlite_name != ":memory:" and not _sqlite_name.startswith("file:"):
+        Path(_sqlite_name).parent.mkdir(parents=True, exist_ok=True)
     # Web requests and the eager worker share one file; wait for the write lock instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
 
@@ -201,9 +206,13 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    # faiss logs which CPU build it loaded at INFO on every start.
-    "loggers": {"faiss": {"level": "WARNING"}, "faiss.loader": {"level": "WARNING"}},
+    # open_clip logs every step of loading a model on the root logger at INFO; keep the root at
+    # WARNING and this project's own loggers at LOG_LEVEL.
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_ROOT_LEVEL", "WARNING")},
+    "loggers": {
+        name: {"level": os.environ.get("LOG_LEVEL", "INFO")}
+        for name in ("catalog", "embeddings", "searchsite", "celery", "django")
+    },
 }
 
 LOGIN_URL = "admin:login"
