@@ -19,13 +19,18 @@ import numpy as np
 
 # -- ranking metrics ----------------------------------------------------------------------------
 
-def precision_at_k(rankings: Sequence[Sequence[int]], relevant: Sequence[set[int]], k: int = 10) -> float:
+
+def precision_at_k(
+    rankings: Sequence[Sequence[int]], relevant: Sequence[set[int]], k: int = 10
+) -> float:
     """Mean over queries of |top-k ∩ relevant| / k. Rankings shorter than k count as misses."""
     if len(rankings) != len(relevant):
         raise ValueError(f"{len(rankings)} rankings but {len(relevant)} relevance sets")
     if not rankings:
         return float("nan")
-    hits = [sum(1 for i in list(r)[:k] if i in rel) for r, rel in zip(rankings, relevant, strict=True)]
+    hits = [
+        sum(1 for i in list(r)[:k] if i in rel) for r, rel in zip(rankings, relevant, strict=True)
+    ]
     return float(np.mean(hits) / k)
 
 
@@ -120,13 +125,16 @@ def label_precision_at_k(
     return float(np.mean(hits) / k) if hits else float("nan")
 
 
-def zero_shot_accuracy(image_emb: np.ndarray, class_emb: np.ndarray, labels: Sequence[int]) -> float:
+def zero_shot_accuracy(
+    image_emb: np.ndarray, class_emb: np.ndarray, labels: Sequence[int]
+) -> float:
     """Fraction of images whose most similar class embedding is their label (class index)."""
     pred = np.argmax(np.asarray(image_emb) @ np.asarray(class_emb).T, axis=1)
     return float(np.mean(pred == np.asarray(labels)))
 
 
 # -- query sets from catalog metadata ------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class PairQuery:
@@ -137,7 +145,10 @@ class PairQuery:
 
 
 def colour_type_queries(
-    types: Sequence[str], colours: Sequence[str], min_items: int = 3, template: str = "{colour} {type}"
+    types: Sequence[str],
+    colours: Sequence[str],
+    min_items: int = 3,
+    template: str = "{colour} {type}",
 ) -> list[PairQuery]:
     """One query per distinct (colour, type) pair with at least ``min_items`` items; items with an
     empty colour or type are never relevant. Sorted by text for stable output."""
@@ -183,7 +194,10 @@ def retrieval_report(
     search = search or exact_search(image_emb)
     n = len(image_emb)
     type_labels = list(types)
-    pair_labels = [f"{t}\x1f{c}" if t and c else f"\x1e{i}" for i, (t, c) in enumerate(zip(types, colours, strict=True))]
+    pair_labels = [
+        f"{t}\x1f{c}" if t and c else f"\x1e{i}"
+        for i, (t, c) in enumerate(zip(types, colours, strict=True))
+    ]
     report: dict[str, float] = {"items": float(n)}
     report["img2img_type_p@10"] = label_precision_at_k(image_emb, type_labels, k, search)
     report["img2img_type_colour_p@10"] = label_precision_at_k(image_emb, pair_labels, k, search)
@@ -198,7 +212,10 @@ def retrieval_report(
 
     title_emb = encode_texts(list(titles))
     ranks = np.concatenate(
-        [target_ranks(title_emb[s : s + 1024] @ image_emb.T, range(s, min(s + 1024, n))) for s in range(0, n, 1024)]
+        [
+            target_ranks(title_emb[s : s + 1024] @ image_emb.T, range(s, min(s + 1024, n)))
+            for s in range(0, n, 1024)
+        ]
     )
     for key, value in recall_mrr_from_ranks(ranks, (1, 10)).items():
         report[f"title_{key}"] = value

@@ -44,7 +44,9 @@ class BM25:
                 self.postings.setdefault(term, []).append((i, tf))
         n = len(self.docs)
         # The "+1" form of IDF stays positive for terms in more than half the documents.
-        self.idf = {t: math.log(1 + (n - len(p) + 0.5) / (len(p) + 0.5)) for t, p in self.postings.items()}
+        self.idf = {
+            t: math.log(1 + (n - len(p) + 0.5) / (len(p) + 0.5)) for t, p in self.postings.items()
+        }
 
     def __len__(self) -> int:
         return len(self.docs)
@@ -108,21 +110,54 @@ def hybrid_rank(
     leaves the vector ranking unchanged."""
     if not lexical_ranking:
         return list(vector_ranking)[:limit] if limit is not None else list(vector_ranking)
-    return rrf_fuse([vector_ranking, lexical_ranking], k=k, weights=[1.0, lexical_weight], limit=limit)
+    return rrf_fuse(
+        [vector_ranking, lexical_ranking], k=k, weights=[1.0, lexical_weight], limit=limit
+    )
 
 
 # -- "no good match" threshold ------------------------------------------------------------------
 
 UNRELATED_QUERIES = (
-    "carburettor", "quantum physics", "tax return form", "volcano eruption", "differential equations",
-    "lawn mower engine", "spark plug", "mortgage interest rate", "photosynthesis", "submarine periscope",
-    "vacuum cleaner bag", "jet engine turbine", "cryptocurrency wallet", "dental floss", "tectonic plates",
-    "printer toner cartridge", "nuclear reactor", "kitchen sink plumbing", "algebraic topology",
-    "satellite dish", "brake pads", "thermodynamics lecture", "income statement", "garden hose nozzle",
-    "electric guitar amplifier", "hydraulic pump", "compiler optimisation", "bicycle chain grease",
-    "weather forecast", "parliament election", "lithium battery recycling", "refrigerator compressor",
-    "astronomy telescope", "cement mixer", "database migration", "pizza recipe", "train timetable",
-    "insurance claim", "laboratory centrifuge", "solar panel inverter",
+    "carburettor",
+    "quantum physics",
+    "tax return form",
+    "volcano eruption",
+    "differential equations",
+    "lawn mower engine",
+    "spark plug",
+    "mortgage interest rate",
+    "photosynthesis",
+    "submarine periscope",
+    "vacuum cleaner bag",
+    "jet engine turbine",
+    "cryptocurrency wallet",
+    "dental floss",
+    "tectonic plates",
+    "printer toner cartridge",
+    "nuclear reactor",
+    "kitchen sink plumbing",
+    "algebraic topology",
+    "satellite dish",
+    "brake pads",
+    "thermodynamics lecture",
+    "income statement",
+    "garden hose nozzle",
+    "electric guitar amplifier",
+    "hydraulic pump",
+    "compiler optimisation",
+    "bicycle chain grease",
+    "weather forecast",
+    "parliament election",
+    "lithium battery recycling",
+    "refrigerator compressor",
+    "astronomy telescope",
+    "cement mixer",
+    "database migration",
+    "pizza recipe",
+    "train timetable",
+    "insurance claim",
+    "laboratory centrifuge",
+    "solar panel inverter",
 )
 
 
@@ -131,7 +166,10 @@ def random_string_queries(n: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
     out = []
     for _ in range(n):
-        words = ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 10))) for _ in range(rng.randint(1, 3))]
+        words = [
+            "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 10)))
+            for _ in range(rng.randint(1, 3))
+        ]
         out.append(" ".join(words))
     return out
 
@@ -145,7 +183,9 @@ class Threshold:
     nonsense_rejected: float  # fraction of nonsense queries whose best score is < min_score
 
 
-def choose_min_score(real_scores: Iterable[float], nonsense_scores: Iterable[float], *, min_real_kept: float = 0.95) -> Threshold:
+def choose_min_score(
+    real_scores: Iterable[float], nonsense_scores: Iterable[float], *, min_real_kept: float = 0.95
+) -> Threshold:
     """Picks the threshold that rejects the most nonsense queries while keeping at least
     ``min_real_kept`` of the real ones (missing a real product costs more than showing weak
     results for nonsense). Candidates are the observed scores; ties favour the lower threshold.

@@ -67,7 +67,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cfg = TrainConfig(
         sources=[Source(args.manifest), Source(args.extra_manifest)],
-        model_name=args.model_name, output="/dev/null", init=args.checkpoint, val_size=1000,
+        model_name=args.model_name,
+        output="/dev/null",
+        init=args.checkpoint,
+        val_size=1000,
     )
     model_cfg = resolve_model_config(args.model_name, None, args.checkpoint)
     trained, tokenizer = create_model(args.model_name, args.checkpoint)
@@ -76,13 +79,17 @@ def main() -> None:
     data = load_data(cfg, size, tokenizer)
     mean, std = trained.visual.image_mean, trained.visual.image_std
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        train_img = torch.from_numpy(encode_uint8_images(trained, data.images, mean, std, size, batch=512)).float()
+        train_img = torch.from_numpy(
+            encode_uint8_images(trained, data.images, mean, std, size, batch=512)
+        ).float()
     val_img = encode_uint8_images(trained, data.val_images, mean, std, size)
     types = [r.get("articleType") for r in data.val_records]
     teacher_caps = torch.from_numpy(minilm_embed(data.captions).astype(np.float32))
     words = minilm_vocabulary_words()
     teacher_words = torch.from_numpy(minilm_embed(words).astype(np.float32))
-    word_tokens = torch.cat([tokenizer(words[s : s + 4096]) for s in range(0, len(words), 4096)]).long()
+    word_tokens = torch.cat(
+        [tokenizer(words[s : s + 4096]) for s in range(0, len(words), 4096)]
+    ).long()
 
     results: dict[str, dict[str, float]] = {}
     for variant in args.variants.split(","):
@@ -97,14 +104,23 @@ def main() -> None:
         opt = torch.optim.AdamW(text_params + list(head.parameters()), lr=args.lr, weight_decay=0.0)
         started = time.time()
         for step in tqdm(range(args.steps), desc=variant, unit="step"):
-            lr = args.lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
+            lr = (
+                args.lr
+                * min(1.0, (step + 1) / 50)
+                * 0.5
+                * (1 + math.cos(math.pi * step / args.steps))
+            )
             for g in opt.param_groups:
                 g["lr"] = lr
             idx = rng.choice(len(train_img), size=args.batch_size, replace=False)
             caps = []
             for i in idx:
                 options = data.caption_lists[i]
-                caps.append(options[0] if len(options) == 1 or rng.random() < 0.5 else options[1 + int(rng.integers(len(options) - 1))])
+                caps.append(
+                    options[0]
+                    if len(options) == 1 or rng.random() < 0.5
+                    else options[1 + int(rng.integers(len(options) - 1))]
+                )
             cap_ids = torch.tensor(caps)
             txt = F.normalize(model.encode_text(data.tokens[cap_ids]).float(), dim=-1)
             img = F.normalize(train_img[idx], dim=-1)
@@ -113,15 +129,22 @@ def main() -> None:
                 pred = F.normalize(head(txt), dim=-1)
                 loss = loss + 0.5 * (1 - (pred * teacher_caps[cap_ids]).sum(-1).mean())
                 w_idx = torch.randint(len(word_tokens), (128,))
-                w = F.normalize(head(F.normalize(model.encode_text(word_tokens[w_idx]).float(), dim=-1)), dim=-1)
+                w = F.normalize(
+                    head(F.normalize(model.encode_text(word_tokens[w_idx]).float(), dim=-1)), dim=-1
+                )
                 loss = loss + 0.5 * (1 - (w * teacher_words[w_idx]).sum(-1).mean())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         model.eval()
         encode = text_encoder_fn(model, tokenizer)
-        rep = retrieval_report(val_img, [r.title for r in data.val_records], types,
-                               [r.get("baseColour") for r in data.val_records], encode)
+        rep = retrieval_report(
+            val_img,
+            [r.title for r in data.val_records],
+            types,
+            [r.get("baseColour") for r in data.val_records],
+            encode,
+        )
         present = set(types)
         queries = [(q, rel) for q, rel in SYNONYM_QUERIES.items() if rel & present]
         ranked = np.argsort(-(encode([q for q, _ in queries]) @ val_img.T), axis=1)[:, :10]
@@ -130,7 +153,12 @@ def main() -> None:
         rep["minutes"] = (time.time() - started) / 60
         results[variant] = {k: round(float(v), 4) for k, v in rep.items()}
         print(variant, json.dumps(results[variant]), flush=True)
-    payload = {"checkpoint": args.checkpoint, "steps": args.steps, "batch_size": args.batch_size, "results": results}
+    payload = {
+        "checkpoint": args.checkpoint,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "results": results,
+    }
     if args.out:
         Path(args.out).write_text(json.dumps(payload, indent=2))
     print(json.dumps(payload, indent=2))

@@ -20,7 +20,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-DEFAULT_CACHE_DIR = Path(os.environ.get("SHOPSEARCH_IMAGE_CACHE", tempfile.gettempdir())) / "shopsearch-image-cache"
+DEFAULT_CACHE_DIR = (
+    Path(os.environ.get("SHOPSEARCH_IMAGE_CACHE", tempfile.gettempdir())) / "shopsearch-image-cache"
+)
 
 
 def decode_square(path: str, size: int) -> np.ndarray:
@@ -40,7 +42,11 @@ def decode_square(path: str, size: int) -> np.ndarray:
 
 def _decode_chunk(args: tuple[list[str], int]) -> np.ndarray:
     paths, size = args
-    return np.stack([decode_square(p, size) for p in paths]) if paths else np.zeros((0, size, size, 3), np.uint8)
+    return (
+        np.stack([decode_square(p, size) for p in paths])
+        if paths
+        else np.zeros((0, size, size, 3), np.uint8)
+    )
 
 
 def cache_key(paths: Sequence[str], size: int) -> str:

@@ -84,7 +84,11 @@ def read_manifest(
                 missing_files.append(str(path))
                 continue
             seen.add(pid)
-            meta = {k: (v or "").strip() for k, v in row.items() if k not in ("path", "product_id", "title") and k}
+            meta = {
+                k: (v or "").strip()
+                for k, v in row.items()
+                if k not in ("path", "product_id", "title") and k
+            }
             records.append(Record(str(path), pid, (row.get("title") or "").strip(), meta))
     if missing_files and not drop_missing:
         raise ManifestError(
@@ -146,6 +150,7 @@ def split_records(
 
 
 # -- captions -----------------------------------------------------------------------------------
+
 
 def _clean(value: str) -> str:
     return " ".join(value.split())

@@ -38,9 +38,15 @@ def resolve_model_config(model_name: str, model_config: str | None, init: str) -
     if model_config:
         path = Path(model_config)
         if not path.is_file():
-            raise TrainingSetupError(f"--model-config {path} does not exist; pass an open_clip config JSON.")
+            raise TrainingSetupError(
+                f"--model-config {path} does not exist; pass an open_clip config JSON."
+            )
         register_config_file(path, name=model_name)
-    elif init not in ("random", "") and os.path.isfile(init) and config_path_for_checkpoint(init).is_file():
+    elif (
+        init not in ("random", "")
+        and os.path.isfile(init)
+        and config_path_for_checkpoint(init).is_file()
+    ):
         register_config_file(config_path_for_checkpoint(init), name=model_name)
     else:
         register_builtin_configs()
@@ -59,7 +65,11 @@ def raw_model_config(model_name: str, model_config: str | None, init: str) -> di
         with open(model_config) as fh:
             cfg = json.load(fh)
         return cfg["model_cfg"] if "model_cfg" in cfg else cfg
-    if init not in ("random", "") and os.path.isfile(init) and config_path_for_checkpoint(init).is_file():
+    if (
+        init not in ("random", "")
+        and os.path.isfile(init)
+        and config_path_for_checkpoint(init).is_file()
+    ):
         with config_path_for_checkpoint(init).open() as fh:
             cfg = json.load(fh)
         return cfg["model_cfg"] if "model_cfg" in cfg else cfg
@@ -82,7 +92,9 @@ def create_model(model_name: str, init: str, device: str = "cpu") -> tuple[torch
         pretrained = None
     elif os.path.sep in init or init.endswith((".pt", ".bin", ".safetensors")):
         if not os.path.isfile(init):
-            raise TrainingSetupError(f"--init checkpoint {init} does not exist; pass a .pt file, a tag, or 'random'.")
+            raise TrainingSetupError(
+                f"--init checkpoint {init} does not exist; pass a .pt file, a tag, or 'random'."
+            )
         pretrained = init
     else:
         pretrained = init

@@ -55,7 +55,13 @@ def minilm_embed(
     with torch.no_grad():
         for start in tqdm(range(0, len(order), batch_size), desc="MiniLM teacher", unit="batch"):
             idx = order[start : start + batch_size]
-            enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=48, return_tensors="pt")
+            enc = tok(
+                [texts[i] for i in idx],
+                padding=True,
+                truncation=True,
+                max_length=48,
+                return_tensors="pt",
+            )
             hidden = model(**enc).last_hidden_state
             mask = enc["attention_mask"].unsqueeze(-1).float()
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)

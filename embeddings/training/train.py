@@ -84,7 +84,9 @@ class TrainConfig:
     half_checkpoint: bool = True
     skip_missing: bool = False
     time_limit_minutes: float | None = None
-    lock_image: bool = False  # train only the text side (and logit scale) against a frozen image tower
+    lock_image: bool = (
+        False  # train only the text side (and logit scale) against a frozen image tower
+    )
     precision: str = "fp32"  # "bf16": autocast matmuls/convs (about 2x faster on AVX512-BF16 CPUs)
     augment: bool = True
     command: str = ""
@@ -93,7 +95,10 @@ class TrainConfig:
 
 # -- batches ------------------------------------------------------------------------------------
 
-def augment_batch(images: torch.Tensor, generator: torch.Generator, min_scale: float = 0.55) -> torch.Tensor:
+
+def augment_batch(
+    images: torch.Tensor, generator: torch.Generator, min_scale: float = 0.55
+) -> torch.Tensor:
     """Random resized crop (area ``min_scale``..1, aspect 3/4..4/3) + horizontal flip, batched.
 
     ``images`` is float ``(B, 3, H, W)``; one ``affine_grid``/``grid_sample`` call does every
@@ -124,14 +129,19 @@ def to_model_input(
     """``(B, H, W, 3)`` uint8 -> normalised float ``(B, 3, size, size)``."""
     x = torch.from_numpy(np.ascontiguousarray(uint8_batch)).permute(0, 3, 1, 2).float().div_(255.0)
     if x.shape[-1] != size:
-        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp_(0, 1)
+        x = F.interpolate(
+            x, size=(size, size), mode="bicubic", align_corners=False, antialias=True
+        ).clamp_(0, 1)
     m = torch.tensor(mean).view(1, 3, 1, 1)
     s = torch.tensor(std).view(1, 3, 1, 1)
     return (x - m) / s
 
 
 def contrastive_loss(
-    image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor, caption_ids: torch.Tensor
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    logit_scale: torch.Tensor,
+    caption_ids: torch.Tensor,
 ) -> torch.Tensor:
     """Symmetric InfoNCE on normalised features; pairs with the same caption id are positives."""
     logits = logit_scale * image_features @ text_features.T
@@ -143,6 +153,7 @@ def contrastive_loss(
 
 
 # -- data assembly ------------------------------------------------------------------------------
+
 
 @dataclass
 class Dataset:
@@ -168,10 +179,21 @@ def load_data(cfg: TrainConfig, size: int, tokenizer: Any) -> Dataset:
         recs = read_manifest(src.manifest, src.images_root, drop_missing=cfg.skip_missing)
         per_source.append(recs)
     primary = per_source[0]
-    val_ids = validation_ids(primary, fraction=cfg.val_fraction, size=None if cfg.val_fraction is not None else cfg.val_size, salt=cfg.split_salt)
+    val_ids = validation_ids(
+        primary,
+        fraction=cfg.val_fraction,
+        size=None if cfg.val_fraction is not None else cfg.val_size,
+        salt=cfg.split_salt,
+    )
     image_blocks, train_records, val_records, val_blocks, source_info = [], [], [], [], []
     for i, (src, recs) in enumerate(zip(cfg.sources, per_source, strict=True)):
-        arr = build_image_cache([r.image_path for r in recs], size, cache_dir=cfg.cache_dir, workers=cfg.workers, desc=f"decoding {Path(src.manifest).parent.name}")
+        arr = build_image_cache(
+            [r.image_path for r in recs],
+            size,
+            cache_dir=cfg.cache_dir,
+            workers=cfg.workers,
+            desc=f"decoding {Path(src.manifest).parent.name}",
+        )
         train_idx = [j for j, r in enumerate(recs) if r.product_id not in val_ids]
         image_blocks.append(np.asarray(arr[train_idx]))
         train_records.extend(recs[j] for j in train_idx)
@@ -179,13 +201,15 @@ def load_data(cfg: TrainConfig, size: int, tokenizer: Any) -> Dataset:
             v_idx = [j for j, r in enumerate(recs) if r.product_id in val_ids]
             val_blocks.append(np.asarray(arr[v_idx]))
             val_records.extend(recs[j] for j in v_idx)
-        source_info.append({
-            "manifest": str(Path(src.manifest).resolve()),
-            "images_root": str(Path(src.images_root or Path(src.manifest).parent).resolve()),
-            "rows": len(recs),
-            "train_rows": len(train_idx),
-            "held_out_rows": len(recs) - len(train_idx),
-        })
+        source_info.append(
+            {
+                "manifest": str(Path(src.manifest).resolve()),
+                "images_root": str(Path(src.images_root or Path(src.manifest).parent).resolve()),
+                "rows": len(recs),
+                "train_rows": len(train_idx),
+                "held_out_rows": len(recs) - len(train_idx),
+            }
+        )
     caption_index: dict[str, int] = {}
     caption_lists: list[list[int]] = []
     for r in train_records:
@@ -194,7 +218,10 @@ def load_data(cfg: TrainConfig, size: int, tokenizer: Any) -> Dataset:
             ids.append(caption_index.setdefault(c, len(caption_index)))
         caption_lists.append(ids)
     captions = list(caption_index)
-    chunks = [tokenizer(captions[s : s + 4096]) for s in tqdm(range(0, len(captions), 4096), desc="tokenising", unit="chunk")]
+    chunks = [
+        tokenizer(captions[s : s + 4096])
+        for s in tqdm(range(0, len(captions), 4096), desc="tokenising", unit="chunk")
+    ]
     tokens = torch.cat(chunks).long()
     return Dataset(
         images=np.concatenate(image_blocks),
@@ -210,8 +237,11 @@ def load_data(cfg: TrainConfig, size: int, tokenizer: Any) -> Dataset:
 
 # -- evaluation during training -----------------------------------------------------------------
 
+
 @torch.no_grad()
-def encode_uint8_images(model: torch.nn.Module, images: np.ndarray, mean, std, size: int, batch: int = 256) -> np.ndarray:
+def encode_uint8_images(
+    model: torch.nn.Module, images: np.ndarray, mean, std, size: int, batch: int = 256
+) -> np.ndarray:
     out = []
     for s in range(0, len(images), batch):
         x = to_model_input(images[s : s + batch], mean, std, size)
@@ -219,18 +249,26 @@ def encode_uint8_images(model: torch.nn.Module, images: np.ndarray, mean, std, s
     return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
 
 
-def text_encoder_fn(model: torch.nn.Module, tokenizer: Any, batch: int = 512) -> Callable[[Sequence[str]], np.ndarray]:
+def text_encoder_fn(
+    model: torch.nn.Module, tokenizer: Any, batch: int = 512
+) -> Callable[[Sequence[str]], np.ndarray]:
     @torch.no_grad()
     def encode(texts: Sequence[str]) -> np.ndarray:
         out = []
         for s in range(0, len(texts), batch):
-            out.append(F.normalize(model.encode_text(tokenizer(list(texts[s : s + batch]))).float(), dim=-1).numpy())
+            out.append(
+                F.normalize(
+                    model.encode_text(tokenizer(list(texts[s : s + batch]))).float(), dim=-1
+                ).numpy()
+            )
         return np.concatenate(out)
 
     return encode
 
 
-def validate(model: torch.nn.Module, tokenizer: Any, data: Dataset, mean, std, size: int) -> dict[str, float]:
+def validate(
+    model: torch.nn.Module, tokenizer: Any, data: Dataset, mean, std, size: int
+) -> dict[str, float]:
     """The headline retrieval metrics on the held-out products (training resolution, no aug)."""
     was_training = model.training
     model.eval()
@@ -250,17 +288,27 @@ def validate(model: torch.nn.Module, tokenizer: Any, data: Dataset, mean, std, s
 
 # -- the loop -----------------------------------------------------------------------------------
 
+
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         # Norms, biases, embeddings and the logit scale are not decayed (standard CLIP recipe).
-        if p.ndim < 2 or "embedding" in name or "logit_scale" in name or "bn" in name or ".norm" in name:
+        if (
+            p.ndim < 2
+            or "embedding" in name
+            or "logit_scale" in name
+            or "bn" in name
+            or ".norm" in name
+        ):
             no_decay.append(p)
         else:
             decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
 
 
 def _model_norm(model: torch.nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -293,7 +341,9 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, Any
     return train_model(cfg, log)[1]
 
 
-def train_model(cfg: TrainConfig, log: Callable[[str], None] = print) -> tuple[torch.nn.Module, dict[str, Any]]:
+def train_model(
+    cfg: TrainConfig, log: Callable[[str], None] = print
+) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Like :func:`train`, also returning the trained model (in eval mode, fp32).
 
     The checkpoint and card are rewritten after every epoch, so a long job can be stopped (or
@@ -304,9 +354,13 @@ def train_model(cfg: TrainConfig, log: Callable[[str], None] = print) -> tuple[t
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     if cfg.precision not in ("fp32", "bf16"):
-        raise TrainingSetupError(f"--precision {cfg.precision!r} is not supported; use fp32 or bf16.")
+        raise TrainingSetupError(
+            f"--precision {cfg.precision!r} is not supported; use fp32 or bf16."
+        )
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise TrainingSetupError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu.")
+        raise TrainingSetupError(
+            "--device cuda was asked for but no CUDA GPU is visible; use --device cpu."
+        )
     device = torch.device(cfg.device)
 
     model_cfg = resolve_model_config(cfg.model_name, cfg.model_config, cfg.init)
@@ -331,7 +385,9 @@ def train_model(cfg: TrainConfig, log: Callable[[str], None] = print) -> tuple[t
 
     data = load_data(cfg, size, tokenizer)
     n_train = len(data.images)
-    log(f"training pairs: {n_train} images, {len(data.captions)} distinct captions; validation: {len(data.val_records)} products")
+    log(
+        f"training pairs: {n_train} images, {len(data.captions)} distinct captions; validation: {len(data.val_records)} products"
+    )
 
     head = None
     teacher_caps = teacher_words = None
@@ -339,10 +395,14 @@ def train_model(cfg: TrainConfig, log: Callable[[str], None] = print) -> tuple[t
     if cfg.distill_weight > 0:
         from embeddings.training.teacher import minilm_embed, minilm_vocabulary_words
 
-        teacher_caps = torch.from_numpy(minilm_embed(data.captions, cache_dir=None).astype(np.float32))
+        teacher_caps = torch.from_numpy(
+            minilm_embed(data.captions, cache_dir=None).astype(np.float32)
+        )
         words = minilm_vocabulary_words()
         teacher_words = torch.from_numpy(minilm_embed(words, cache_dir=None).astype(np.float32))
-        word_tokens = torch.cat([tokenizer(words[s : s + 4096]) for s in range(0, len(words), 4096)]).long()
+        word_tokens = torch.cat(
+            [tokenizer(words[s : s + 4096]) for s in range(0, len(words), 4096)]
+        ).long()
         embed_dim = int(model_cfg["embed_dim"])
         head = torch.nn.Linear(embed_dim, teacher_caps.shape[1]).to(device)
 
@@ -367,7 +427,9 @@ def train_model(cfg: TrainConfig, log: Callable[[str], None] = print) -> tuple[t
     gen = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     n_params = parameter_count(model)
-    log(f"model {cfg.model_name}: {n_params / 1e6:.2f}M parameters, image size {size}, {total_steps} steps")
+    log(
+        f"model {cfg.model_name}: {n_params / 1e6:.2f}M parameters, image size {size}, {total_steps} steps"
+    )
 
     history: list[dict[str, Any]] = []
     step = 0
@@ -406,11 +468,19 @@ def train_model(cfg: TrainConfig, log: Callable[[str], None] = print) -> tuple[t
             scale = model.logit_scale.exp().clamp(max=100.0)
             loss = contrastive_loss(img_f, txt_f, scale, cap_ids.to(device))
             if head is not None:
-                assert teacher_caps is not None and teacher_words is not None and word_tokens is not None
+                assert (
+                    teacher_caps is not None
+                    and teacher_words is not None
+                    and word_tokens is not None
+                )
                 pred = F.normalize(head(txt_f), dim=-1)
                 distill = 1 - (pred * teacher_caps[cap_ids].to(device)).sum(-1).mean()
-                w_idx = torch.randint(len(word_tokens), (min(128, len(word_tokens)),), generator=gen)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                w_idx = torch.randint(
+                    len(word_tokens), (min(128, len(word_tokens)),), generator=gen
+                )
+                with torch.autocast(
+                    device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"
+                ):
                     w_raw = model.encode_text(word_tokens[w_idx].to(device))
                 w_pred = F.normalize(head(F.normalize(w_raw.float(), dim=-1)), dim=-1)
                 distill = distill + 1 - (w_pred * teacher_words[w_idx].to(device)).sum(-1).mean()
@@ -424,19 +494,43 @@ def train_model(cfg: TrainConfig, log: Callable[[str], None] = print) -> tuple[t
                 model.logit_scale.clamp_(0, math.log(100.0))
             step += 1
             running = 0.98 * running + 0.02 * loss.item() if b else loss.item()
-            bar.set_postfix(loss=f"{running:.3f}", scale=f"{scale.item():.1f}", lr=f"{lr_at(step):.1e}")
+            bar.set_postfix(
+                loss=f"{running:.3f}", scale=f"{scale.item():.1f}", lr=f"{lr_at(step):.1e}"
+            )
             if cfg.time_limit_minutes and (time.time() - started) > cfg.time_limit_minutes * 60:
                 stopped_early = True
                 break
         bar.close()
         metrics = validate(model, tokenizer, data, mean, std, size)
         elapsed = time.time() - started
-        history.append({"epoch": epoch, "step": step, "loss": round(running, 4), "minutes": round(elapsed / 60, 2),
-                        **{k: round(v, 4) for k, v in metrics.items()}})
-        log(f"epoch {epoch} (step {step}/{total_steps}, {elapsed / 60:.1f} min) loss {running:.3f} | "
-            + ", ".join(f"{k} {metrics[k]:.3f}" for k, _ in HEADLINE if k in metrics))
+        history.append(
+            {
+                "epoch": epoch,
+                "step": step,
+                "loss": round(running, 4),
+                "minutes": round(elapsed / 60, 2),
+                **{k: round(v, 4) for k, v in metrics.items()},
+            }
+        )
+        log(
+            f"epoch {epoch} (step {step}/{total_steps}, {elapsed / 60:.1f} min) loss {running:.3f} | "
+            + ", ".join(f"{k} {metrics[k]:.3f}" for k, _ in HEADLINE if k in metrics)
+        )
         save_checkpoint(model, cfg.output, cfg.model_name, raw_cfg, half=cfg.half_checkpoint)
-        card = _card(cfg, data, model, n_params, raw_cfg, size, history, elapsed, token_init, stopped_early, step, total_steps)
+        card = _card(
+            cfg,
+            data,
+            model,
+            n_params,
+            raw_cfg,
+            size,
+            history,
+            elapsed,
+            token_init,
+            stopped_early,
+            step,
+            total_steps,
+        )
         write_card(card_path_for(cfg.output), card)
         if stopped_early:
             log(f"stopped at the time limit of {cfg.time_limit_minutes} minutes")
@@ -445,7 +539,20 @@ def train_model(cfg: TrainConfig, log: Callable[[str], None] = print) -> tuple[t
     return model, card
 
 
-def _card(cfg, data, model, n_params, raw_cfg, size, history, elapsed, token_init, stopped_early, step, total_steps) -> dict[str, Any]:
+def _card(
+    cfg,
+    data,
+    model,
+    n_params,
+    raw_cfg,
+    size,
+    history,
+    elapsed,
+    token_init,
+    stopped_early,
+    step,
+    total_steps,
+) -> dict[str, Any]:
     ckpt = Path(cfg.output)
     embed_dim = int(raw_cfg.get("embed_dim", 0))
     cfg_dict = asdict(cfg)

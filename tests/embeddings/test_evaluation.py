@@ -93,10 +93,14 @@ def test_retrieval_report_on_a_perfect_toy_space():
     # item-specific offset, and every text maps to a known direction, so each metric is known.
     dims = 4
     directions = {
-        "red a": [1, 0, 0, 0], "Red A": [1, 0, 0, 0],
-        "red b": [0, 1, 0, 0], "Red B": [0, 1, 0, 0],
-        "blue a": [0, 0, 1, 0], "Blue A": [0, 0, 1, 0],
-        "a photo of A": [1, 0, 1, 0], "a photo of B": [0, 1, 0, 0],
+        "red a": [1, 0, 0, 0],
+        "Red A": [1, 0, 0, 0],
+        "red b": [0, 1, 0, 0],
+        "Red B": [0, 1, 0, 0],
+        "blue a": [0, 0, 1, 0],
+        "Blue A": [0, 0, 1, 0],
+        "a photo of A": [1, 0, 1, 0],
+        "a photo of B": [0, 1, 0, 0],
     }
 
     def encode(texts):

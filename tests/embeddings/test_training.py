@@ -22,7 +22,12 @@ from embeddings.training.data import (
     validation_ids,
 )
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), "yellow": (235, 220, 30)}
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 180, 40),
+    "blue": (30, 60, 220),
+    "yellow": (235, 220, 30),
+}
 SHAPES = ("circle", "square", "triangle")
 TRAIN_MODEL = "test-train-tiny"
 TRAIN_CFG = {
@@ -32,7 +37,9 @@ TRAIN_CFG = {
 }
 
 
-def _draw(shape: str, colour: tuple[int, int, int], rng: random.Random, size: int = 32) -> Image.Image:
+def _draw(
+    shape: str, colour: tuple[int, int, int], rng: random.Random, size: int = 32
+) -> Image.Image:
     img = Image.new("RGB", (size, size), (245, 245, 245))
     d = ImageDraw.Draw(img)
     r = rng.randint(8, 13)
@@ -59,8 +66,16 @@ def make_shapes_manifest(root: Path, per_pair: int = 5, seed: int = 0) -> Path:
                 pid += 1
                 rel = f"images/{pid}.png"
                 _draw(shape, rgb, rng).save(root / rel)
-                rows.append({"path": rel, "product_id": str(pid), "title": f"{colour} {shape}",
-                             "articleType": shape, "baseColour": colour, "usage": ""})
+                rows.append(
+                    {
+                        "path": rel,
+                        "product_id": str(pid),
+                        "title": f"{colour} {shape}",
+                        "articleType": shape,
+                        "baseColour": colour,
+                        "usage": "",
+                    }
+                )
     manifest = root / "manifest.csv"
     with manifest.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -70,6 +85,7 @@ def make_shapes_manifest(root: Path, per_pair: int = 5, seed: int = 0) -> Path:
 
 
 # -- fast checks ------------------------------------------------------------------------------
+
 
 def test_missing_column_says_what_to_add(tmp_path):
     (tmp_path / "m.csv").write_text("path,product_id\na.jpg,1\n")
@@ -108,6 +124,7 @@ def test_captions_include_title_and_metadata(tmp_path):
 
 
 # -- end to end -------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_tiny_training_beats_chance_and_checkpoint_reloads(tmp_path):
@@ -186,14 +203,24 @@ def test_lock_image_trains_the_text_side_only(tmp_path):
     manifest = make_shapes_manifest(tmp_path / "data", per_pair=2)
     register_model_config(TRAIN_MODEL, TRAIN_CFG)
     base = TrainConfig(
-        sources=[Source(str(manifest), str(tmp_path / "data"))], model_name=TRAIN_MODEL,
-        output=str(tmp_path / "a.pt"), epochs=1, batch_size=8, val_size=12, cache_dir=None, workers=1,
-        warmup_steps=1, half_checkpoint=False, augment=False,
+        sources=[Source(str(manifest), str(tmp_path / "data"))],
+        model_name=TRAIN_MODEL,
+        output=str(tmp_path / "a.pt"),
+        epochs=1,
+        batch_size=8,
+        val_size=12,
+        cache_dir=None,
+        workers=1,
+        warmup_steps=1,
+        half_checkpoint=False,
+        augment=False,
     )
     first, _ = train_model(base, log=lambda _msg: None)
     base.output, base.init, base.lock_image = str(tmp_path / "b.pt"), str(tmp_path / "a.pt"), True
     second, card = train_model(base, log=lambda _msg: None)
     assert card["image_tower_locked"] is True
-    for (name, p1), p2 in zip(first.visual.state_dict().items(), second.visual.state_dict().values(), strict=True):
+    for (name, p1), p2 in zip(
+        first.visual.state_dict().items(), second.visual.state_dict().values(), strict=True
+    ):
         assert torch.equal(p1, p2), f"image tower weight {name} changed"
     assert not torch.equal(first.text_projection, second.text_projection)

@@ -45,30 +45,56 @@ class Command(BaseCommand):
         parser.add_argument("--manifest", required=True)
         parser.add_argument("--images-root", default=None, help="default: the manifest's folder")
         parser.add_argument("--model", default=None, help="default: settings.EMBEDDINGS_MODEL")
-        parser.add_argument("--pretrained", default=None, help="checkpoint path or tag (default: settings.EMBEDDINGS_PRETRAINED)")
+        parser.add_argument(
+            "--pretrained",
+            default=None,
+            help="checkpoint path or tag (default: settings.EMBEDDINGS_PRETRAINED)",
+        )
         parser.add_argument("--type-column", default="articleType")
         parser.add_argument("--colour-column", default="baseColour")
         parser.add_argument("--title-column", default="title")
-        parser.add_argument("--split", choices=["val", "all"], default="val",
-                            help="val: exactly the products train_model held out (split read from the model card when present)")
-        parser.add_argument("--val-size", type=int, default=None, help="override the split size (default: the card's, else 1000)")
+        parser.add_argument(
+            "--split",
+            choices=["val", "all"],
+            default="val",
+            help="val: exactly the products train_model held out (split read from the model card when present)",
+        )
+        parser.add_argument(
+            "--val-size",
+            type=int,
+            default=None,
+            help="override the split size (default: the card's, else 1000)",
+        )
         parser.add_argument("--val-fraction", type=float, default=None)
         parser.add_argument("--split-salt", default=None)
-        parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N selected products")
+        parser.add_argument(
+            "--limit", type=int, default=None, help="evaluate only the first N selected products"
+        )
         parser.add_argument("--device", default="cpu")
         parser.add_argument("--batch-size", type=int, default=64)
         parser.add_argument("--threads", type=int, default=2)
         parser.add_argument("--no-floor", action="store_true", help="skip the random-init floor")
-        parser.add_argument("--hybrid", action="store_true", help="also measure BM25 + vector fusion (RRF)")
+        parser.add_argument(
+            "--hybrid", action="store_true", help="also measure BM25 + vector fusion (RRF)"
+        )
         parser.add_argument("--rrf-k", type=int, default=60)
-        parser.add_argument("--threshold", action="store_true", help="measure real vs nonsense query scores and pick min_score")
+        parser.add_argument(
+            "--threshold",
+            action="store_true",
+            help="measure real vs nonsense query scores and pick min_score",
+        )
         parser.add_argument("--templates", action="store_true", help="compare prompt templates")
         parser.add_argument("--json-out", default=None, help="write every figure to this JSON file")
-        parser.add_argument("--update-card", action="store_true",
-                            help="write the evaluation (and min_score with --threshold) into the checkpoint's model card")
+        parser.add_argument(
+            "--update-card",
+            action="store_true",
+            help="write the evaluation (and min_score with --threshold) into the checkpoint's model card",
+        )
 
     # -- helpers ----------------------------------------------------------------------------
-    def _select(self, opts: dict[str, Any], pretrained: str | None) -> tuple[list[Any], dict[str, Any]]:
+    def _select(
+        self, opts: dict[str, Any], pretrained: str | None
+    ) -> tuple[list[Any], dict[str, Any]]:
         from embeddings.training.checkpoint import card_path_for
         from embeddings.training.data import (
             DEFAULT_SPLIT_SALT,
@@ -77,7 +103,13 @@ class Command(BaseCommand):
             validation_ids,
         )
 
-        required = ("path", "product_id", opts["title_column"], opts["type_column"], opts["colour_column"])
+        required = (
+            "path",
+            "product_id",
+            opts["title_column"],
+            opts["type_column"],
+            opts["colour_column"],
+        )
         try:
             records = read_manifest(opts["manifest"], opts["images_root"], required=required)
         except ManifestError as exc:
@@ -87,7 +119,11 @@ class Command(BaseCommand):
             card_split: dict[str, Any] = {}
             if pretrained and Path(pretrained).is_file() and card_path_for(pretrained).is_file():
                 card_split = json.loads(card_path_for(pretrained).read_text()).get("split", {})
-            fraction = opts["val_fraction"] if opts["val_fraction"] is not None else card_split.get("val_fraction")
+            fraction = (
+                opts["val_fraction"]
+                if opts["val_fraction"] is not None
+                else card_split.get("val_fraction")
+            )
             size = opts["val_size"] if opts["val_size"] is not None else card_split.get("val_size")
             if fraction is None and size is None:
                 size = 1000
@@ -95,11 +131,15 @@ class Command(BaseCommand):
                 fraction = None
             salt = opts["split_salt"] or card_split.get("salt") or DEFAULT_SPLIT_SALT
             try:
-                val = validation_ids(records, fraction=fraction if size is None else None, size=size, salt=salt)
+                val = validation_ids(
+                    records, fraction=fraction if size is None else None, size=size, salt=salt
+                )
             except ManifestError as exc:
                 raise CommandError(str(exc)) from exc
             records = [r for r in records if r.product_id in val]
-            split_info.update(val_size=size, val_fraction=fraction if size is None else None, salt=salt)
+            split_info.update(
+                val_size=size, val_fraction=fraction if size is None else None, salt=salt
+            )
         if opts["limit"]:
             records = records[: opts["limit"]]
         split_info["products"] = len(records)
@@ -110,7 +150,9 @@ class Command(BaseCommand):
 
         out = []
         for s in tqdm(range(0, len(records), batch), desc=desc, unit="batch"):
-            out.append(encoder.encode_images([load_image(r.image_path) for r in records[s : s + batch]]))
+            out.append(
+                encoder.encode_images([load_image(r.image_path) for r in records[s : s + batch]])
+            )
         return np.concatenate(out)
 
     @staticmethod
@@ -134,15 +176,21 @@ class Command(BaseCommand):
 
         torch.set_num_threads(max(1, opts["threads"]))
         model = opts["model"] or settings.EMBEDDINGS_MODEL
-        pretrained = opts["pretrained"] if opts["pretrained"] is not None else settings.EMBEDDINGS_PRETRAINED
+        pretrained = (
+            opts["pretrained"] if opts["pretrained"] is not None else settings.EMBEDDINGS_PRETRAINED
+        )
         records, split_info = self._select(opts, pretrained)
         if len(records) < 11:
-            raise CommandError(f"Only {len(records)} products selected; need at least 11 for P@10. Use --split all or a bigger --limit.")
+            raise CommandError(
+                f"Only {len(records)} products selected; need at least 11 for P@10. Use --split all or a bigger --limit."
+            )
         tcol, ccol, ticol = opts["type_column"], opts["colour_column"], opts["title_column"]
         titles = [r.get(ticol) for r in records]
         types = [r.get(tcol) for r in records]
         colours = [r.get(ccol) for r in records]
-        self.stdout.write(f"{len(records)} products ({split_info}); model {model} weights {pretrained}")
+        self.stdout.write(
+            f"{len(records)} products ({split_info}); model {model} weights {pretrained}"
+        )
 
         results: dict[str, Any] = {"model": model, "pretrained": pretrained, **split_info}
         columns: dict[str, dict[str, float]] = {}
@@ -151,13 +199,19 @@ class Command(BaseCommand):
         for label, weights in runs:
             if weights is None:
                 torch.manual_seed(0)  # a reproducible floor
-            encoder = ClipEncoder(model, weights, device=opts["device"], batch_size=opts["batch_size"])
+            encoder = ClipEncoder(
+                model, weights, device=opts["device"], batch_size=opts["batch_size"]
+            )
             try:
-                emb = self._encode_images(encoder, records, f"encoding images ({label})", opts["batch_size"])
+                emb = self._encode_images(
+                    encoder, records, f"encoding images ({label})", opts["batch_size"]
+                )
             except ModelLoadError as exc:
                 raise CommandError(str(exc)) from exc
             index, search = self._index_search(emb)
-            columns[label] = retrieval_report(emb, titles, types, colours, encoder.encode_texts, search=search)
+            columns[label] = retrieval_report(
+                emb, titles, types, colours, encoder.encode_texts, search=search
+            )
             columns[label]["synonym_p@10"] = self._synonyms(encoder, search, types)
             if label == "model":
                 main_state = {"encoder": encoder, "emb": emb, "search": search, "index": index}
@@ -169,7 +223,9 @@ class Command(BaseCommand):
         )
         enc, emb, search = main_state["encoder"], main_state["emb"], main_state["search"]
         if opts["hybrid"]:
-            results["hybrid"] = self._hybrid(enc, emb, search, titles, types, colours, opts["rrf_k"])
+            results["hybrid"] = self._hybrid(
+                enc, emb, search, titles, types, colours, opts["rrf_k"]
+            )
         if opts["threshold"]:
             results["threshold"] = self._threshold(enc, main_state["index"], titles, types, colours)
         if opts["templates"]:
@@ -205,18 +261,32 @@ class Command(BaseCommand):
         out: dict[str, Any] = {"rrf_k": rrf_k, "depth": depth}
         targets = list(range(len(titles)))
         title_vec = search(encoder.encode_texts(titles), depth)
-        title_lex = [bm25.rank(t, depth) for t in tqdm(titles, desc="BM25 title queries", unit="q", leave=False)]
+        title_lex = [
+            bm25.rank(t, depth)
+            for t in tqdm(titles, desc="BM25 title queries", unit="q", leave=False)
+        ]
         queries = colour_type_queries(types, colours)
         relevant = [set(q.relevant) for q in queries]
         q_vec = search(encoder.encode_texts([q.text for q in queries]), depth)
         q_lex = [bm25.rank(q.text, depth) for q in queries]
-        variants: dict[str, tuple[list, list]] = {"vector": (title_vec, q_vec), "bm25": (title_lex, q_lex)}
+        variants: dict[str, tuple[list, list]] = {
+            "vector": (title_vec, q_vec),
+            "bm25": (title_lex, q_lex),
+        }
         for w in (0.5, 1.0, 2.0):
             variants[f"hybrid_w{w:g}"] = (
-                [hybrid_rank(v, lx, k=rrf_k, lexical_weight=w, limit=depth) for v, lx in zip(title_vec, title_lex, strict=True)],
-                [hybrid_rank(v, lx, k=rrf_k, lexical_weight=w, limit=depth) for v, lx in zip(q_vec, q_lex, strict=True)],
+                [
+                    hybrid_rank(v, lx, k=rrf_k, lexical_weight=w, limit=depth)
+                    for v, lx in zip(title_vec, title_lex, strict=True)
+                ],
+                [
+                    hybrid_rank(v, lx, k=rrf_k, lexical_weight=w, limit=depth)
+                    for v, lx in zip(q_vec, q_lex, strict=True)
+                ],
             )
-        self.stdout.write(f"hybrid retrieval (BM25 over titles + vector, reciprocal rank fusion k={rrf_k}, depth {depth}):")
+        self.stdout.write(
+            f"hybrid retrieval (BM25 over titles + vector, reciprocal rank fusion k={rrf_k}, depth {depth}):"
+        )
         for name, (t_rank, q_rank) in variants.items():
             row = {
                 "title_recall@1": recall_at_k(t_rank, targets, 1),
@@ -241,8 +311,12 @@ class Command(BaseCommand):
         )
 
         rng = np.random.default_rng(0)
-        sample = [titles[i] for i in rng.choice(len(titles), size=min(300, len(titles)), replace=False)]
-        real = [q.text for q in colour_type_queries(types, colours)] + sample + list(SYNONYM_QUERIES)
+        sample = [
+            titles[i] for i in rng.choice(len(titles), size=min(300, len(titles)), replace=False)
+        ]
+        real = (
+            [q.text for q in colour_type_queries(types, colours)] + sample + list(SYNONYM_QUERIES)
+        )
         real += sorted({f"{t}" for t in types if t})
         nonsense = list(UNRELATED_QUERIES) + random_string_queries(200, seed=0)
 
@@ -264,8 +338,12 @@ class Command(BaseCommand):
             f"no-good-match threshold: min_score {choice.min_score:.3f} keeps {choice.real_kept:.1%} of {len(real)} real "
             f"queries and rejects {choice.nonsense_rejected:.1%} of {len(nonsense)} nonsense queries"
         )
-        self.stdout.write(f"  real top-1 cosine: {json.dumps({k: round(v, 3) for k, v in out['real_queries'].items()})}")
-        self.stdout.write(f"  nonsense top-1 cosine: {json.dumps({k: round(v, 3) for k, v in out['nonsense_queries'].items()})}")
+        self.stdout.write(
+            f"  real top-1 cosine: {json.dumps({k: round(v, 3) for k, v in out['real_queries'].items()})}"
+        )
+        self.stdout.write(
+            f"  nonsense top-1 cosine: {json.dumps({k: round(v, 3) for k, v in out['nonsense_queries'].items()})}"
+        )
         return out
 
     def _templates(self, encoder, emb, search, titles, types, colours) -> dict[str, Any]:
@@ -273,17 +351,37 @@ class Command(BaseCommand):
 
         out: dict[str, Any] = {}
         self.stdout.write("prompt templates:")
-        for zs, qt in (("{}", "{colour} {type}"), ("a photo of {}", "a photo of {colour} {type}"), ("a photo of a {}", "{colour} coloured {type}")):
-            rep = retrieval_report(emb, titles, types, colours, encoder.encode_texts, zero_shot_template=zs, query_template=qt, search=search)
-            out[f"zero_shot '{zs}' / query '{qt}'"] = {"zero_shot_type_acc": rep.get("zero_shot_type_acc"), "text2img_p@10": rep.get("text2img_p@10")}
-            self.stdout.write(f"  zero-shot '{zs}': acc {rep.get('zero_shot_type_acc', float('nan')):.3f} | query '{qt}': P@10 {rep.get('text2img_p@10', float('nan')):.3f}")
+        for zs, qt in (
+            ("{}", "{colour} {type}"),
+            ("a photo of {}", "a photo of {colour} {type}"),
+            ("a photo of a {}", "{colour} coloured {type}"),
+        ):
+            rep = retrieval_report(
+                emb,
+                titles,
+                types,
+                colours,
+                encoder.encode_texts,
+                zero_shot_template=zs,
+                query_template=qt,
+                search=search,
+            )
+            out[f"zero_shot '{zs}' / query '{qt}'"] = {
+                "zero_shot_type_acc": rep.get("zero_shot_type_acc"),
+                "text2img_p@10": rep.get("text2img_p@10"),
+            }
+            self.stdout.write(
+                f"  zero-shot '{zs}': acc {rep.get('zero_shot_type_acc', float('nan')):.3f} | query '{qt}': P@10 {rep.get('text2img_p@10', float('nan')):.3f}"
+            )
         return out
 
     def _update_card(self, pretrained: str | None, results: dict[str, Any]) -> None:
         from embeddings.training.checkpoint import card_path_for, update_card
 
         if not pretrained or not Path(pretrained).is_file():
-            raise CommandError("--update-card needs --pretrained to be a checkpoint file with a card beside it.")
+            raise CommandError(
+                "--update-card needs --pretrained to be a checkpoint file with a card beside it."
+            )
         fields: dict[str, Any] = {"evaluation": results}
         if "threshold" in results:
             fields["min_score"] = results["threshold"]["min_score"]

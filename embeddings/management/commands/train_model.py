@@ -19,38 +19,133 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--manifest", required=True, help="CSV with path, product_id, title (+ metadata) columns; its product ids define the validation split")
-        parser.add_argument("--images-root", default=None, help="folder the manifest's paths are relative to (default: the manifest's folder)")
-        parser.add_argument("--extra-manifest", action="append", default=[], help="more training data (repeatable); validation ids are excluded from it too")
-        parser.add_argument("--extra-images-root", action="append", default=[], help="images root for each --extra-manifest, in order")
-        parser.add_argument("--model-name", required=True, help="open_clip model name (registered from --model-config, embeddings/starter, or built in)")
-        parser.add_argument("--model-config", default=None, help="open_clip model config JSON to register under --model-name")
-        parser.add_argument("--init", default="random", help="'random', a pretrained tag of the model, or a checkpoint path")
+        parser.add_argument(
+            "--manifest",
+            required=True,
+            help="CSV with path, product_id, title (+ metadata) columns; its product ids define the validation split",
+        )
+        parser.add_argument(
+            "--images-root",
+            default=None,
+            help="folder the manifest's paths are relative to (default: the manifest's folder)",
+        )
+        parser.add_argument(
+            "--extra-manifest",
+            action="append",
+            default=[],
+            help="more training data (repeatable); validation ids are excluded from it too",
+        )
+        parser.add_argument(
+            "--extra-images-root",
+            action="append",
+            default=[],
+            help="images root for each --extra-manifest, in order",
+        )
+        parser.add_argument(
+            "--model-name",
+            required=True,
+            help="open_clip model name (registered from --model-config, embeddings/starter, or built in)",
+        )
+        parser.add_argument(
+            "--model-config",
+            default=None,
+            help="open_clip model config JSON to register under --model-name",
+        )
+        parser.add_argument(
+            "--init",
+            default="random",
+            help="'random', a pretrained tag of the model, or a checkpoint path",
+        )
         parser.add_argument("--epochs", type=float, default=1.0)
         parser.add_argument("--batch-size", type=int, default=256)
-        parser.add_argument("--image-size", type=int, default=None, help="must equal the config's vision_cfg.image_size (default: that)")
+        parser.add_argument(
+            "--image-size",
+            type=int,
+            default=None,
+            help="must equal the config's vision_cfg.image_size (default: that)",
+        )
         parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
         group = parser.add_mutually_exclusive_group()
-        group.add_argument("--val-fraction", type=float, default=None, help="hold out this fraction of the first manifest's product ids")
-        group.add_argument("--val-size", type=int, default=None, help="hold out this many product ids of the first manifest (default 1000)")
-        parser.add_argument("--split-salt", default=None, help="salt of the hashed split (keep the default to match manage.py evaluate --split val)")
+        group.add_argument(
+            "--val-fraction",
+            type=float,
+            default=None,
+            help="hold out this fraction of the first manifest's product ids",
+        )
+        group.add_argument(
+            "--val-size",
+            type=int,
+            default=None,
+            help="hold out this many product ids of the first manifest (default 1000)",
+        )
+        parser.add_argument(
+            "--split-salt",
+            default=None,
+            help="salt of the hashed split (keep the default to match manage.py evaluate --split val)",
+        )
         parser.add_argument("--lr", type=float, default=1e-3)
         parser.add_argument("--weight-decay", type=float, default=0.1)
         parser.add_argument("--warmup-steps", type=int, default=200)
         parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (keep low on shared machines)")
-        parser.add_argument("--workers", type=int, default=2, help="processes decoding JPEGs for the image cache")
-        parser.add_argument("--cache-dir", default=None, help="where decoded image arrays are cached (default: $TMPDIR/shopsearch-image-cache); 'none' disables")
-        parser.add_argument("--title-prob", type=float, default=0.5, help="probability a step pairs an image with its title rather than a metadata caption")
-        parser.add_argument("--distill-weight", type=float, default=0.0, help=">0: also match MiniLM sentence embeddings through a throw-away head")
-        parser.add_argument("--init-token-embeddings", action="store_true", help="initialise a native text tower's token embeddings from MiniLM (PCA)")
-        parser.add_argument("--fp32", action="store_true", help="store fp32 weights (default: fp16, half the file)")
-        parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16: autocast for speed (weights and loss stay fp32)")
-        parser.add_argument("--lock-image", action="store_true", help="freeze the image tower (weights and BatchNorm statistics); train the text side only")
+        parser.add_argument(
+            "--threads", type=int, default=2, help="torch CPU threads (keep low on shared machines)"
+        )
+        parser.add_argument(
+            "--workers", type=int, default=2, help="processes decoding JPEGs for the image cache"
+        )
+        parser.add_argument(
+            "--cache-dir",
+            default=None,
+            help="where decoded image arrays are cached (default: $TMPDIR/shopsearch-image-cache); 'none' disables",
+        )
+        parser.add_argument(
+            "--title-prob",
+            type=float,
+            default=0.5,
+            help="probability a step pairs an image with its title rather than a metadata caption",
+        )
+        parser.add_argument(
+            "--distill-weight",
+            type=float,
+            default=0.0,
+            help=">0: also match MiniLM sentence embeddings through a throw-away head",
+        )
+        parser.add_argument(
+            "--init-token-embeddings",
+            action="store_true",
+            help="initialise a native text tower's token embeddings from MiniLM (PCA)",
+        )
+        parser.add_argument(
+            "--fp32", action="store_true", help="store fp32 weights (default: fp16, half the file)"
+        )
+        parser.add_argument(
+            "--precision",
+            default="fp32",
+            choices=["fp32", "bf16"],
+            help="bf16: autocast for speed (weights and loss stay fp32)",
+        )
+        parser.add_argument(
+            "--lock-image",
+            action="store_true",
+            help="freeze the image tower (weights and BatchNorm statistics); train the text side only",
+        )
         parser.add_argument("--no-augment", action="store_true")
-        parser.add_argument("--skip-missing", action="store_true", help="skip manifest rows whose image file is missing instead of failing")
-        parser.add_argument("--time-limit", type=float, default=None, help="stop after this many minutes (the checkpoint is still written)")
-        parser.add_argument("--output", required=True, help="checkpoint path, e.g. embeddings/starter/shopclip-starter.pt")
+        parser.add_argument(
+            "--skip-missing",
+            action="store_true",
+            help="skip manifest rows whose image file is missing instead of failing",
+        )
+        parser.add_argument(
+            "--time-limit",
+            type=float,
+            default=None,
+            help="stop after this many minutes (the checkpoint is still written)",
+        )
+        parser.add_argument(
+            "--output",
+            required=True,
+            help="checkpoint path, e.g. embeddings/starter/shopclip-starter.pt",
+        )
 
     def handle(self, *args: Any, **opts: Any) -> None:
         from embeddings.training.cache import DEFAULT_CACHE_DIR
@@ -67,7 +162,9 @@ class Command(BaseCommand):
         sources = [Source(opts["manifest"], opts["images_root"])]
         sources += [Source(m, roots[i] if roots else None) for i, m in enumerate(extras)]
         if not opts["output"].endswith(".pt"):
-            raise CommandError("--output must end in .pt (the config is written beside it as <output>.json).")
+            raise CommandError(
+                "--output must end in .pt (the config is written beside it as <output>.json)."
+            )
         cache_dir = opts["cache_dir"]
         cfg = TrainConfig(
             sources=sources,
@@ -80,7 +177,9 @@ class Command(BaseCommand):
             image_size=opts["image_size"],
             device=opts["device"],
             val_fraction=opts["val_fraction"],
-            val_size=opts["val_size"] if opts["val_size"] is not None else (None if opts["val_fraction"] is not None else 1000),
+            val_size=opts["val_size"]
+            if opts["val_size"] is not None
+            else (None if opts["val_fraction"] is not None else 1000),
             split_salt=opts["split_salt"] or DEFAULT_SPLIT_SALT,
             lr=opts["lr"],
             weight_decay=opts["weight_decay"],
@@ -98,14 +197,17 @@ class Command(BaseCommand):
             lock_image=opts["lock_image"],
             skip_missing=opts["skip_missing"],
             time_limit_minutes=opts["time_limit"],
-            command="python manage.py train_model " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 else []),
+            command="python manage.py train_model "
+            + shlex.join(sys.argv[2:] if len(sys.argv) > 2 else []),
         )
         try:
             card = train(cfg, log=lambda msg: self.stdout.write(msg))
         except (ManifestError, TrainingSetupError) as exc:
             raise CommandError(str(exc)) from exc
-        self.stdout.write(self.style.SUCCESS(
-            f"wrote {cfg.output} ({card.get('checkpoint_bytes', 0) / 1e6:.1f} MB), its config "
-            f"{cfg.output}.json and the card; evaluate it with: python manage.py evaluate --manifest "
-            f"{opts['manifest']} --model {cfg.model_name} --pretrained {cfg.output} --split val"
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"wrote {cfg.output} ({card.get('checkpoint_bytes', 0) / 1e6:.1f} MB), its config "
+                f"{cfg.output}.json and the card; evaluate it with: python manage.py evaluate --manifest "
+                f"{opts['manifest']} --model {cfg.model_name} --pretrained {cfg.output} --split val"
+            )
+        )
