@@ -71,8 +71,8 @@ demo: install
 # Both passes always run; the target fails if either failed.
 test: install test-setup
 	@status=0; \
-	echo; echo "================ pytest, pass 1 of 2: SQLite ================"; \
-	env -u DATABASE_URL $(PY) -m pytest $(PYTEST_ARGS) || status=1; \
+	echo; echo "================ pytest, pass 1 of 2: SQLite (integration tests run in pass 2) ================"; \
+	env -u DATABASE_URL $(PY) -m pytest -m "not integration" $(PYTEST_ARGS) || status=1; \
 	echo; echo "================ pytest, pass 2 of 2: PostgreSQL ($(PG_URL)) ================"; \
 	if DATABASE_URL=$(PG_URL) $(PY) -c 'import os, psycopg; psycopg.connect(os.environ["DATABASE_URL"], connect_timeout=3).close()' 2>/dev/null; then \
 		DATABASE_URL=$(PG_URL) $(PY) -m pytest $(PYTEST_ARGS) || status=1; \
