@@ -19,7 +19,7 @@ import contextlib
 import csv
 import hashlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -270,7 +270,7 @@ def catalog_import(
                             report.unchanged += 1
             bar.update(len(rows[start : start + batch_size]))
     if embed and report.image_ids:
-        report.embedded = images_embed_batched(
+        report.embedded = services.images_embed_batched(
             image_ids=report.image_ids, batch_size=batch_size, progress=progress
         )
     return report
@@ -284,28 +284,3 @@ def images_missing_embedding(*, model_id: str) -> list[int]:
     return sorted(
         set(missing.values_list("id", flat=True)) | set(not_indexed.values_list("id", flat=True))
     )
-
-
-def images_embed_batched(
-    *, image_ids: Sequence[int], batch_size: int = 64, force: bool = False, progress: bool = True
-) -> dict[str, int]:
-    """Embeds ``image_ids`` in this process, ``batch_size`` images per model call. Counts outcomes."""
-    from tqdm import tqdm
-
-    from . import runtime
-
-    encoder = runtime.get_encoder()
-    counts = {"indexed": 0, "skipped": 0, "failed": 0, "missing": 0}
-    ids = list(image_ids)
-    with tqdm(
-        total=len(ids),
-        desc=f"Embedding with {encoder.spec.model_name}",
-        unit="img",
-        disable=not progress,
-    ) as bar:
-        for start in range(0, len(ids), batch_size):
-            chunk = ids[start : start + batch_size]
-            for outcome in services.images_embed(image_ids=chunk, encoder=encoder, force=force):
-                counts[outcome.status] += 1
-            bar.update(len(chunk))
-    return counts

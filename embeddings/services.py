@@ -142,19 +142,16 @@ def images_enqueue(*, image_ids: Iterable[int], force: bool = False) -> int:
     return len(ids)
 
 
-def images_reembed_all(
-    *, batch_size: int = 64, force: bool = True, progress: bool = True
+def images_embed_batched(
+    *, image_ids: Sequence[int], batch_size: int = 64, force: bool = False, progress: bool = True
 ) -> dict[str, int]:
-    """Computes the configured model's vector for every image (model change, or repair).
-
-    Runs in this process in batches (faster than one task per image); vectors of other models
-    stay in the database but never enter this model's index.
-    """
+    """Embeds ``image_ids`` in this process, ``batch_size`` images per model call (much faster
+    than one task per image: bulk import, re-embedding). Returns how many of each outcome."""
     from tqdm import tqdm
 
     encoder = runtime.get_encoder()
-    ids = list(ProductImage.objects.order_by("id").values_list("id", flat=True))
     counts = {"indexed": 0, "skipped": 0, "failed": 0, "missing": 0}
+    ids = list(image_ids)
     with tqdm(
         total=len(ids),
         desc=f"Embedding with {encoder.spec.model_name}",
@@ -162,12 +159,24 @@ def images_reembed_all(
         disable=not progress,
     ) as bar:
         for start in range(0, len(ids), batch_size):
-            for outcome in images_embed(
-                image_ids=ids[start : start + batch_size], encoder=encoder, force=force
-            ):
+            chunk = ids[start : start + batch_size]
+            for outcome in images_embed(image_ids=chunk, encoder=encoder, force=force):
                 counts[outcome.status] += 1
-            bar.update(min(batch_size, len(ids) - start))
+            bar.update(len(chunk))
     return counts
+
+
+def images_reembed_all(
+    *, batch_size: int = 64, force: bool = True, progress: bool = True
+) -> dict[str, int]:
+    """Computes the configured model's vector for every image (model change, or repair).
+
+    Vectors of other models stay in the database but never enter this model's index.
+    """
+    ids = list(ProductImage.objects.order_by("id").values_list("id", flat=True))
+    return images_embed_batched(
+        image_ids=ids, batch_size=batch_size, force=force, progress=progress
+    )
 
 
 def index_rebuild(*, kind: str | None = None, progress: bool = True) -> LiveIndex:

@@ -86,12 +86,8 @@ def main() -> None:
     from django.test.utils import setup_test_environment
 
     from embeddings import runtime, selectors
-    from embeddings.bulk_import import (
-        ImportColumns,
-        catalog_import,
-        images_embed_batched,
-        images_missing_embedding,
-    )
+    from embeddings.bulk_import import ImportColumns, catalog_import, images_missing_embedding
+    from embeddings.services import images_embed_batched
 
     setup_test_environment()  # Client needs 'testserver' in ALLOWED_HOSTS
     call_command("migrate", verbosity=0)

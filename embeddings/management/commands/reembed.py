@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from embeddings import runtime, services
-from embeddings.bulk_import import images_embed_batched, images_missing_embedding
+from embeddings.bulk_import import images_missing_embedding
 from embeddings.encoder import ModelLoadError
 
 
@@ -39,7 +39,7 @@ class Command(BaseCommand):
             if only_missing:
                 ids = images_missing_embedding(model_id=encoder.model_id)
                 self.stdout.write(f"{len(ids)} image(s) need a vector.")
-                counts = images_embed_batched(
+                counts = services.images_embed_batched(
                     image_ids=ids, batch_size=batch_size, progress=progress
                 )
             else:
