@@ -83,6 +83,29 @@ def make_image(
     return buf.getvalue()
 
 
+# Background colour x shape x accent colour: distinct_image(n) differs for every n.
+DISTINCT_COLORS = [
+    (220, 20, 20),
+    (20, 20, 220),
+    (20, 160, 40),
+    (230, 200, 30),
+    (120, 40, 160),
+    (20, 180, 200),
+    (240, 120, 20),
+]
+DISTINCT_SHAPES = ["circle", "square", "stripes"]
+
+
+def distinct_image(n: int) -> bytes:
+    """A different picture for every n (the accent colour keeps them apart past 21)."""
+    accent = (255 - (n * 53) % 200, 255 - (n * 97) % 200, 255 - (n * 151) % 200)
+    return make_image(
+        DISTINCT_COLORS[n % len(DISTINCT_COLORS)],
+        shape=DISTINCT_SHAPES[(n // len(DISTINCT_COLORS)) % len(DISTINCT_SHAPES)],
+        accent=accent,
+    )
+
+
 @pytest.fixture
 def image_bytes():
     return make_image

@@ -28,6 +28,7 @@ from catalog import services as catalog_services
 from embeddings import selectors
 from embeddings.encoder import load_image
 from embeddings.views import PER_PAGE, PHOTO_SESSION_KEY
+from tests.conftest import distinct_image as picture
 from tests.conftest import make_image
 
 CHROMIUM = "/usr/bin/chromium"
@@ -99,25 +100,7 @@ def shots(tmp_path) -> Path:
     return folder
 
 
-# Pictures that differ for every n: background colour x shape x accent colour.
-COLORS = [
-    (220, 20, 20),
-    (20, 20, 220),
-    (20, 160, 40),
-    (230, 200, 30),
-    (120, 40, 160),
-    (20, 180, 200),
-    (240, 120, 20),
-]
-SHAPES = ["circle", "square", "stripes"]
 NAMES = ["Tee", "Hoodie", "Dress", "Sneaker", "Tote bag", "Cap", "Scarf"]
-
-
-def picture(n: int) -> bytes:
-    accent = (255 - (n * 53) % 200, 255 - (n * 97) % 200, 255 - (n * 151) % 200)
-    return make_image(
-        COLORS[n % len(COLORS)], shape=SHAPES[(n // len(COLORS)) % len(SHAPES)], accent=accent
-    )
 
 
 def create_products(count: int) -> list:

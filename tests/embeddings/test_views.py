@@ -17,30 +17,12 @@ from django.urls import reverse
 
 from catalog import services as catalog_services
 from embeddings.views import PER_PAGE
+from tests.conftest import distinct_image as picture
 from tests.conftest import make_image
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SEARCH = reverse("embeddings:search")
-# Distinct pictures: background colour x shape.
-COLORS = [
-    (220, 20, 20),
-    (20, 20, 220),
-    (20, 160, 40),
-    (230, 200, 30),
-    (120, 40, 160),
-    (20, 180, 200),
-    (240, 120, 20),
-]
-SHAPES = ["circle", "square", "stripes"]
-
-
-def picture(n: int) -> bytes:
-    """A different picture for every n (the accent colour keeps them apart past 21)."""
-    accent = (255 - (n * 53) % 200, 255 - (n * 97) % 200, 255 - (n * 151) % 200)
-    return make_image(
-        COLORS[n % len(COLORS)], shape=SHAPES[(n // len(COLORS)) % len(SHAPES)], accent=accent
-    )
 
 
 def create(
