@@ -15,7 +15,7 @@ from decimal import Decimal
 
 import numpy as np
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import F, Q
 from PIL import Image
 
 from catalog.models import Product, ProductImage
@@ -324,6 +324,21 @@ def product_vector(*, product_id: int) -> np.ndarray | None:
     if not vectors:
         return None
     return l2_normalize(np.mean(vectors, axis=0))
+
+
+def stored_image_vector(*, image_id: int) -> np.ndarray | None:
+    """The serving model's stored vector of one catalog image, or None when there is none or
+    it was computed from an earlier version of the file (then the caller encodes the image)."""
+    blob = (
+        ImageEmbedding.objects.filter(
+            image_id=image_id,
+            model_id=runtime.get_encoder().model_id,
+            content_hash=F("image__content_hash"),
+        )
+        .values_list("vector", flat=True)
+        .first()
+    )
+    return None if blob is None else np.frombuffer(bytes(blob), dtype="<f4").astype(np.float32)
 
 
 def product_similar(

@@ -77,14 +77,18 @@ def _photo_from_catalog(request: HttpRequest, form: SearchForm) -> HttpResponse 
     if image is None:
         form.add_error("photo", "That photo is no longer in the catalog.")
         return None
-    try:
-        with image.image.open("rb") as fh:
-            picture = load_image(fh, max_pixels=settings.MAX_IMAGE_PIXELS)
-    except (ImageDecodeError, OSError):
-        form.add_error("photo", "That photo cannot be read right now; try another one.")
-        return None
+    # An indexed photo already has its vector; only a photo not (yet) indexed is decoded.
+    vector = selectors.stored_image_vector(image_id=image.id)
+    if vector is None:
+        try:
+            with image.image.open("rb") as fh:
+                picture = load_image(fh, max_pixels=settings.MAX_IMAGE_PIXELS)
+        except (ImageDecodeError, OSError):
+            form.add_error("photo", "That photo cannot be read right now; try another one.")
+            return None
+        vector = selectors.query_vector(image=picture)
     params = {name: form.cleaned_data.get(name) for name in FILTER_FIELDS}
-    params["qi"] = _photo_store(request, selectors.query_vector(image=picture))
+    params["qi"] = _photo_store(request, vector)
     return _redirect_to_search(params)
 
 

@@ -330,6 +330,37 @@ def test_search_with_a_catalog_photo_shows_that_product_first(client):
     assert "Results for your photo" in page.content.decode()
 
 
+def test_search_with_a_catalog_photo_uses_its_stored_vector(client, monkeypatch):
+    from embeddings import selectors as search_selectors
+    from embeddings.models import ImageEmbedding
+
+    for n in range(3):
+        create(f"Tee {n}", n)
+    target = create("Indexed tee", 7)
+    image = target.images.first()
+    stored = ImageEmbedding.objects.get(image=image).array
+    encoded = []
+    real_image_vector = search_selectors.image_vector
+    monkeypatch.setattr(
+        search_selectors,
+        "image_vector",
+        lambda img: encoded.append(img) or real_image_vector(img),
+    )
+    response = client.get(SEARCH, {"photo": image.pk})
+    assert response.status_code == 302
+    assert encoded == []  # indexed: its vector was read, the file was not decoded again
+    page = client.get(response["Location"])
+    assert card_titles(page)[0] == target.title
+    assert search_selectors.stored_image_vector(image_id=image.pk) == pytest.approx(stored)
+
+    # A vector of an earlier version of the file is not used: the photo is decoded instead.
+    ImageEmbedding.objects.filter(image=image).update(content_hash="stale")
+    assert search_selectors.stored_image_vector(image_id=image.pk) is None
+    response = client.get(SEARCH, {"photo": image.pk})
+    assert response.status_code == 302 and len(encoded) == 1
+    assert card_titles(client.get(response["Location"]))[0] == target.title
+
+
 @pytest.mark.parametrize("case", ["missing", "inactive", "garbage"])
 def test_search_with_an_unavailable_catalog_photo_is_a_message(client, case):
     hidden = create("Retired tee", 0, active=False)
