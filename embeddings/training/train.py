@@ -80,6 +80,12 @@ class TrainConfig:
     workers: int = 2
     title_prob: float = 0.5
     distill_weight: float = 0.0
+    # >0: images in a batch sharing a label are pulled together by a supervised contrastive term
+    # on the image side, once per level; a level is one or more manifest columns (the type; the
+    # type + colour; ...).
+    label_weight: float = 0.0
+    label_levels: tuple[tuple[str, ...], ...] = (("articleType",), ("articleType", "baseColour"))
+    label_temperature: float = 0.1
     init_token_embeddings: bool = False
     half_checkpoint: bool = True
     skip_missing: bool = False
@@ -152,6 +158,51 @@ def contrastive_loss(
     return (loss_i + loss_t) / 2
 
 
+def label_contrastive_loss(
+    image_features: torch.Tensor, labels: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020) on normalised image features.
+
+    ``labels`` is ``(B, L)`` integer ids, one column per label level (-1 = unknown). For each
+    level, every image is pulled towards the other images of the batch with the same label and
+    pushed from the rest; rows with no positive in the batch do not count. Returns the mean over
+    levels (0 when no level has a positive pair).
+    """
+    b = image_features.shape[0]
+    logits = image_features @ image_features.T / temperature
+    eye = torch.eye(b, dtype=torch.bool, device=image_features.device)
+    logits = logits.masked_fill(eye, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    log_prob = log_prob.masked_fill(eye, 0.0)
+    losses = []
+    for level in range(labels.shape[1]):
+        lab = labels[:, level]
+        pos = (lab[:, None] == lab[None, :]) & ~eye & (lab[:, None] >= 0)
+        n_pos = pos.sum(1)
+        rows = n_pos > 0
+        if not bool(rows.any()):
+            continue
+        per_row = -(log_prob * pos).sum(1)[rows] / n_pos[rows]
+        losses.append(per_row.mean())
+    if not losses:
+        return image_features.sum() * 0.0
+    return torch.stack(losses).mean()
+
+
+def label_ids(records: Sequence[Record], levels: Sequence[Sequence[str]]) -> np.ndarray:
+    """``(n, len(levels))`` label ids; a level's label is the tuple of its columns' values
+    (case and spacing ignored). A row with an empty value in any of a level's columns gets -1.
+    """
+    out = np.full((len(records), len(levels)), -1, dtype=np.int64)
+    for level, columns in enumerate(levels):
+        index: dict[tuple[str, ...], int] = {}
+        for i, r in enumerate(records):
+            key = tuple(" ".join(r.get(c).split()).lower() for c in columns)
+            if all(key):
+                out[i, level] = index.setdefault(key, len(index))
+    return out
+
+
 # -- data assembly ------------------------------------------------------------------------------
 
 
@@ -161,6 +212,7 @@ class Dataset:
 
     images: np.ndarray  # (n, S, S, 3) uint8, train items
     caption_lists: list[list[int]]  # per train item: ids into ``captions`` (first = title)
+    labels: np.ndarray  # (n, L) label ids per train item (see label_ids), -1 = unknown
     captions: list[str]
     tokens: torch.Tensor  # (len(captions), context_length)
     val_records: list[Record]
@@ -226,6 +278,7 @@ def load_data(cfg: TrainConfig, size: int, tokenizer: Any) -> Dataset:
     return Dataset(
         images=np.concatenate(image_blocks),
         caption_lists=caption_lists,
+        labels=label_ids(train_records, cfg.label_levels),
         captions=captions,
         tokens=tokens,
         val_records=val_records,
@@ -385,6 +438,12 @@ def train_model(
 
     data = load_data(cfg, size, tokenizer)
     n_train = len(data.images)
+    if cfg.label_weight > 0 and not (data.labels >= 0).any():
+        raise TrainingSetupError(
+            f"--label-weight needs the label columns {[list(lv) for lv in cfg.label_levels]} in "
+            "the manifest, but no training row has them; pass --label-levels with columns your "
+            "manifest has, or drop --label-weight."
+        )
     log(
         f"training pairs: {n_train} images, {len(data.captions)} distinct captions; validation: {len(data.val_records)} products"
     )
@@ -485,6 +544,11 @@ def train_model(
                 w_pred = F.normalize(head(F.normalize(w_raw.float(), dim=-1)), dim=-1)
                 distill = distill + 1 - (w_pred * teacher_words[w_idx].to(device)).sum(-1).mean()
                 loss = loss + cfg.distill_weight * distill
+            if cfg.label_weight > 0:
+                lab = torch.from_numpy(data.labels[idx]).to(device)
+                loss = loss + cfg.label_weight * label_contrastive_loss(
+                    img_f, lab, cfg.label_temperature
+                )
             for g in optimizer.param_groups:
                 g["lr"] = lr_at(step)
             optimizer.zero_grad(set_to_none=True)

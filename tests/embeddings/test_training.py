@@ -224,3 +224,75 @@ def test_lock_image_trains_the_text_side_only(tmp_path):
     ):
         assert torch.equal(p1, p2), f"image tower weight {name} changed"
     assert not torch.equal(first.text_projection, second.text_projection)
+
+
+# -- label-aware (supervised contrastive) term -----------------------------------------------
+
+
+def test_label_ids_per_level_and_unknown_is_minus_one():
+    from embeddings.training.data import Record
+    from embeddings.training.train import label_ids
+
+    recs = [
+        Record("a", "1", "t", {"articleType": "Shirts", "baseColour": "Navy Blue"}),
+        Record("b", "2", "t", {"articleType": "shirts", "baseColour": "navy  blue"}),
+        Record("c", "3", "t", {"articleType": "Shirts", "baseColour": "Red"}),
+        Record("d", "4", "t", {"articleType": "Watches", "baseColour": ""}),
+        Record("e", "5", "t", {"articleType": "", "baseColour": "Red"}),
+    ]
+    ids = label_ids(recs, [("articleType",), ("articleType", "baseColour"), ("baseColour",)])
+    # Level 0: type (case and spacing insensitive); level 1: type + colour; level 2: colour.
+    assert ids[0, 0] == ids[1, 0] == ids[2, 0] != ids[3, 0]
+    assert ids[0, 1] == ids[1, 1] != ids[2, 1]
+    assert ids[3, 1] == -1 and ids[4, 0] == -1 and ids[4, 1] == -1
+    assert ids[2, 2] == ids[4, 2] != ids[0, 2] == ids[1, 2] and ids[3, 2] == -1
+
+
+def test_label_contrastive_loss_prefers_features_grouped_by_label():
+    from embeddings.training.train import label_contrastive_loss
+
+    labels = torch.tensor([[0], [0], [1], [1]])
+    grouped = torch.nn.functional.normalize(
+        torch.tensor([[1.0, 0.1], [1.0, -0.1], [0.1, 1.0], [-0.1, 1.0]]), dim=-1
+    )
+    crossed = grouped[[0, 2, 1, 3]]  # same features, labels now split across the two groups
+    good = label_contrastive_loss(grouped, labels, 0.1)
+    bad = label_contrastive_loss(crossed, labels, 0.1)
+    assert good < 0.01 < 1.0 < bad
+    # Rows without a positive (label -1, or alone in the batch) contribute nothing.
+    lonely = torch.tensor([[0], [1], [2], [-1]])
+    assert float(label_contrastive_loss(grouped, lonely, 0.1)) == 0.0
+    # The gradient flows to the features.
+    feats = grouped.clone().requires_grad_(True)
+    label_contrastive_loss(feats, labels, 0.1).backward()
+    assert feats.grad is not None and float(feats.grad.abs().sum()) > 0
+
+
+@pytest.mark.slow
+def test_label_weight_trains_and_says_when_columns_are_missing(tmp_path):
+    from embeddings.training.modeling import TrainingSetupError
+    from embeddings.training.train import Source, TrainConfig, train_model
+
+    torch.set_num_threads(2)
+    manifest = make_shapes_manifest(tmp_path / "data", per_pair=2)
+    register_model_config(TRAIN_MODEL, TRAIN_CFG)
+    cfg = TrainConfig(
+        sources=[Source(str(manifest), str(tmp_path / "data"))],
+        model_name=TRAIN_MODEL,
+        output=str(tmp_path / "a.pt"),
+        epochs=1,
+        batch_size=8,
+        val_size=12,
+        cache_dir=None,
+        workers=1,
+        warmup_steps=1,
+        half_checkpoint=False,
+        augment=False,
+        label_weight=1.0,
+    )
+    _, card = train_model(cfg, log=lambda _msg: None)
+    assert card["training_config"]["label_weight"] == 1.0
+    assert card["training"]["steps"] >= 1
+    cfg.label_levels = (("no_such_column",),)
+    with pytest.raises(TrainingSetupError, match="--label-levels"):
+        train_model(cfg, log=lambda _msg: None)

@@ -111,6 +111,20 @@ class Command(BaseCommand):
             help=">0: also match MiniLM sentence embeddings through a throw-away head",
         )
         parser.add_argument(
+            "--label-weight",
+            type=float,
+            default=0.0,
+            help=">0: also pull together images that share labels (supervised contrastive on the "
+            "image side; see --label-columns)",
+        )
+        parser.add_argument(
+            "--label-levels",
+            default="articleType,articleType+baseColour",
+            help="label levels for --label-weight: comma-separated, each one manifest column or "
+            "several joined by + (default: the type, then type + colour)",
+        )
+        parser.add_argument("--label-temperature", type=float, default=0.1)
+        parser.add_argument(
             "--init-token-embeddings",
             action="store_true",
             help="initialise a native text tower's token embeddings from MiniLM (PCA)",
@@ -190,6 +204,13 @@ class Command(BaseCommand):
             cache_dir=None if cache_dir == "none" else (cache_dir or str(DEFAULT_CACHE_DIR)),
             title_prob=opts["title_prob"],
             distill_weight=opts["distill_weight"],
+            label_weight=opts["label_weight"],
+            label_levels=tuple(
+                tuple(c.strip() for c in level.split("+") if c.strip())
+                for level in opts["label_levels"].split(",")
+                if level.strip()
+            ),
+            label_temperature=opts["label_temperature"],
             init_token_embeddings=opts["init_token_embeddings"],
             half_checkpoint=not opts["fp32"],
             augment=not opts["no_augment"],
