@@ -585,15 +585,14 @@ def train_model(
             cfg,
             data,
             model,
-            n_params,
-            raw_cfg,
-            size,
-            history,
-            elapsed,
-            token_init,
-            stopped_early,
-            step,
-            total_steps,
+            raw_cfg=raw_cfg,
+            size=size,
+            history=history,
+            elapsed=elapsed,
+            token_init=token_init,
+            stopped_early=stopped_early,
+            step=step,
+            total_steps=total_steps,
         )
         write_card(card_path_for(cfg.output), card)
         if stopped_early:
@@ -604,19 +603,21 @@ def train_model(
 
 
 def _card(
-    cfg,
-    data,
-    model,
-    n_params,
-    raw_cfg,
-    size,
-    history,
-    elapsed,
-    token_init,
-    stopped_early,
-    step,
-    total_steps,
+    cfg: TrainConfig,
+    data: Dataset,
+    model: torch.nn.Module,
+    *,
+    raw_cfg: dict[str, Any],
+    size: int,
+    history: list[dict[str, Any]],
+    elapsed: float,
+    token_init: bool,
+    stopped_early: bool,
+    step: int,
+    total_steps: int,
 ) -> dict[str, Any]:
+    """The model card after an epoch: run settings, data, split, progress and metrics."""
+    n_params = parameter_count(model)
     ckpt = Path(cfg.output)
     embed_dim = int(raw_cfg.get("embed_dim", 0))
     cfg_dict = asdict(cfg)
