@@ -86,6 +86,10 @@ class TrainConfig:
     label_weight: float = 0.0
     label_levels: tuple[tuple[str, ...], ...] = (("articleType",), ("articleType", "baseColour"))
     label_temperature: float = 0.1
+    # >0: build each batch from groups of this many images sharing the finest label level (e.g.
+    # type + colour), two groups per coarsest label (two colours of one type) - positives for
+    # the label term and hard negatives (same type, other colour) in every batch. 0: random batches.
+    group_size: int = 0
     init_token_embeddings: bool = False
     half_checkpoint: bool = True
     skip_missing: bool = False
@@ -201,6 +205,56 @@ def label_ids(records: Sequence[Record], levels: Sequence[Sequence[str]]) -> np.
             if all(key):
                 out[i, level] = index.setdefault(key, len(index))
     return out
+
+
+class GroupedBatches:
+    """Batches built around label groups, for the label term's positives and hard negatives.
+
+    A batch is filled by repeatedly drawing an anchor item uniformly (so common types stay
+    common) and adding up to ``group_size`` items of its finest label (``labels[:, -1]``, e.g.
+    type + colour) plus up to ``group_size`` items of another finest label under the same
+    coarsest label (``labels[:, 0]``: the same type in another colour). Items without labels
+    join as themselves. Indices come back sorted, without repeats.
+    """
+
+    def __init__(self, labels: np.ndarray, batch_size: int, group_size: int):
+        self.n = len(labels)
+        self.batch_size = batch_size
+        self.group_size = group_size
+        self.fine, self.coarse = labels[:, -1], labels[:, 0]
+        order = np.argsort(self.fine, kind="stable")
+        values, starts = np.unique(self.fine[order], return_index=True)
+        self.members: dict[int, np.ndarray] = {
+            int(v): chunk
+            for v, chunk in zip(values, np.split(order, starts[1:]), strict=True)
+            if v >= 0
+        }
+        self.siblings: dict[int, list[int]] = {}
+        for v, chunk in self.members.items():
+            c = int(self.coarse[chunk[0]])
+            if c >= 0:
+                self.siblings.setdefault(c, []).append(v)
+
+    def sample(self, rng: np.random.Generator) -> np.ndarray:
+        if self.n <= self.batch_size:
+            return np.arange(self.n)
+        chosen: set[int] = set()
+        while len(chosen) < self.batch_size:
+            anchor = int(rng.integers(self.n))
+            chosen.add(anchor)
+            f, c = int(self.fine[anchor]), int(self.coarse[anchor])
+            groups = [f] if f >= 0 else []
+            others = [g for g in self.siblings.get(c, []) if g != f]
+            if others:
+                groups.append(others[int(rng.integers(len(others)))])
+            for g in groups:
+                members = self.members[g]
+                take = min(self.group_size, len(members))
+                chosen.update(int(i) for i in rng.choice(members, size=take, replace=False))
+        items = np.fromiter(chosen, dtype=np.int64)
+        if len(items) > self.batch_size:
+            items = rng.choice(items, size=self.batch_size, replace=False)
+        return np.sort(items)
 
 
 # -- data assembly ------------------------------------------------------------------------------
@@ -438,11 +492,12 @@ def train_model(
 
     data = load_data(cfg, size, tokenizer)
     n_train = len(data.images)
-    if cfg.label_weight > 0 and not (data.labels >= 0).any():
+    if (cfg.label_weight > 0 or cfg.group_size > 0) and not (data.labels >= 0).any():
+        option = "--label-weight" if cfg.label_weight > 0 else "--group-size"
         raise TrainingSetupError(
-            f"--label-weight needs the label columns {[list(lv) for lv in cfg.label_levels]} in "
+            f"{option} needs the label columns {[list(lv) for lv in cfg.label_levels]} in "
             "the manifest, but no training row has them; pass --label-levels with columns your "
-            "manifest has, or drop --label-weight."
+            f"manifest has, or drop {option}."
         )
     log(
         f"training pairs: {n_train} images, {len(data.captions)} distinct captions; validation: {len(data.val_records)} products"
@@ -490,6 +545,9 @@ def train_model(
         f"model {cfg.model_name}: {n_params / 1e6:.2f}M parameters, image size {size}, {total_steps} steps"
     )
 
+    grouped = (
+        GroupedBatches(data.labels, cfg.batch_size, cfg.group_size) if cfg.group_size > 0 else None
+    )
     history: list[dict[str, Any]] = []
     step = 0
     stopped_early = False
@@ -505,7 +563,11 @@ def train_model(
         bar = tqdm(range(steps_this_epoch), desc=f"epoch {epoch}", unit="step")
         running = 0.0
         for b in bar:
-            idx = np.sort(perm[b * cfg.batch_size : (b + 1) * cfg.batch_size])
+            if cfg.group_size > 0:
+                assert grouped is not None
+                idx = grouped.sample(rng)
+            else:
+                idx = np.sort(perm[b * cfg.batch_size : (b + 1) * cfg.batch_size])
             x = to_model_input(data.images[idx], mean, std, size)
             if cfg.augment:
                 x = augment_batch(x, gen)

@@ -299,3 +299,48 @@ def test_label_weight_trains_and_says_when_columns_are_missing(tmp_path):
     cfg.label_levels = (("no_such_column",),)
     with pytest.raises(TrainingSetupError, match="--label-levels"):
         train_model(cfg, log=lambda _msg: None)
+    # Grouped batches draw other items than the plain epoch order, so the weights differ again.
+    grouped_cfg = one_epoch_config(
+        tmp_path, output=str(tmp_path / "g.pt"), label_weight=1.0, group_size=2
+    )
+    grouped, card = train_model(grouped_cfg, log=lambda _msg: None)
+    assert card["training_config"]["group_size"] == 2
+    assert not torch.equal(
+        next(iter(grouped.visual.state_dict().values())),
+        next(iter(labelled.visual.state_dict().values())),
+    )
+    grouped_cfg.label_weight = 0.0
+    grouped_cfg.label_levels = (("no_such_column",),)
+    with pytest.raises(TrainingSetupError, match="--group-size"):
+        train_model(grouped_cfg, log=lambda _msg: None)
+
+
+def test_grouped_batches_hold_label_groups_and_same_type_hard_negatives():
+    from embeddings.training.train import GroupedBatches
+
+    rng = np.random.default_rng(0)
+    n = 600
+    coarse = rng.integers(0, 6, n)  # 6 "types"
+    fine = coarse * 10 + rng.integers(0, 5, n)  # 5 "colours" each
+    labels = np.stack([coarse, fine], 1)
+    labels[:20] = -1  # unlabelled rows can still be drawn
+    sampler = GroupedBatches(labels, batch_size=48, group_size=4)
+    with_positive = same_type_other_colour = 0
+    seen: set[int] = set()
+    for _ in range(40):
+        batch = sampler.sample(rng)
+        assert len(batch) == 48 and len(set(batch.tolist())) == 48
+        assert np.all(np.diff(batch) > 0)  # sorted, no repeats
+        seen.update(batch.tolist())
+        f, c = labels[batch, 1], labels[batch, 0]
+        same_fine = (f[:, None] == f[None, :]) & (f[:, None] >= 0)
+        np.fill_diagonal(same_fine, False)
+        with_positive += int(same_fine.any(1).sum())
+        same_type_other_colour += int(((c[:, None] == c[None, :]) & ~same_fine).sum())
+    # Random batches of 48 from 30 fine groups give ~80% of rows a positive; groups of 4
+    # give nearly all of them one.
+    assert with_positive / (40 * 48) > 0.95
+    assert same_type_other_colour > 0
+    assert len(seen) > 0.9 * n  # sampling still covers the training set
+    # Fewer items than a batch: everything, once.
+    assert GroupedBatches(labels[:10], 48, 4).sample(rng).tolist() == list(range(10))

@@ -125,6 +125,15 @@ class Command(BaseCommand):
         )
         parser.add_argument("--label-temperature", type=float, default=0.1)
         parser.add_argument(
+            "--group-size",
+            type=int,
+            default=0,
+            help=">0: build batches from groups of this many images sharing the finest label "
+            "level, two groups per coarsest label (e.g. 4 navy + 4 white t-shirts): positives "
+            "for --label-weight and same-type hard negatives in every batch (default 0: random "
+            "batches)",
+        )
+        parser.add_argument(
             "--init-token-embeddings",
             action="store_true",
             help="initialise a native text tower's token embeddings from MiniLM (PCA)",
@@ -211,6 +220,7 @@ class Command(BaseCommand):
                 if level.strip()
             ),
             label_temperature=opts["label_temperature"],
+            group_size=opts["group_size"],
             init_token_embeddings=opts["init_token_embeddings"],
             half_checkpoint=not opts["fp32"],
             augment=not opts["no_augment"],
