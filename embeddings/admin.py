@@ -16,7 +16,7 @@ from catalog.admin import image_thumbnail
 from catalog.models import Product, ProductImage
 
 from . import services
-from .models import ImageEmbedding, IndexChange
+from .models import ImageEmbedding, IndexChange, IndexChangePrune
 
 
 def _queued_message(
@@ -154,3 +154,8 @@ class IndexChangeAdmin(ReadOnlyAdmin):
     list_filter = ["op", "model_id"]
     search_fields = ["=image_id", "=product_id"]
     date_hierarchy = "created_at"
+
+
+@admin.register(IndexChangePrune)
+class IndexChangePruneAdmin(ReadOnlyAdmin):
+    list_display = ["pruned_through", "deleted", "created_at"]

@@ -4,6 +4,11 @@ Every write that changes what the index should contain appends an IndexChange ro
 auto-increment id is the *change sequence*: a serving process remembers the last id it applied
 and asks only for newer rows (plus ids it saw missing, which may belong to transactions that
 had not committed yet), so syncing is a small delta, never a full reload.
+
+The log is pruned (``manage.py prune_index_changes``, daily from celery beat): rows older than
+a few days go, and an IndexChangePrune row records the highest id removed. An index (or a
+snapshot) whose sequence is below it can no longer catch up through the log, so it rebuilds
+from the stored vectors instead.
 """
 
 from __future__ import annotations
@@ -62,3 +67,17 @@ class IndexChange(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.id} {self.op} image {self.image_id}"
+
+
+class IndexChangePrune(models.Model):
+    """Every IndexChange row with ``id <= pruned_through`` has been deleted."""
+
+    pruned_through = models.BigIntegerField()
+    deleted = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-pruned_through"]
+
+    def __str__(self) -> str:
+        return f"pruned through #{self.pruned_through} ({self.deleted} rows)"

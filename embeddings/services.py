@@ -6,18 +6,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from catalog.models import ProductImage
 
 from . import runtime
 from .encoder import ClipEncoder, ImageDecodeError, load_image
-from .models import ImageEmbedding, IndexChange
+from .models import ImageEmbedding, IndexChange, IndexChangePrune
 from .sync import LiveIndex, live_index_build
 
 log = logging.getLogger(__name__)
@@ -195,3 +197,35 @@ def index_snapshot_write() -> Path:
     live = runtime.get_live_index(sync=False)
     live.sync()
     return live.save()
+
+
+@dataclass(frozen=True)
+class PruneOutcome:
+    pruned_through: int  # highest change id removed (0: nothing was old enough)
+    deleted: int
+    kept: int
+
+
+def index_changes_prune(*, older_than: timedelta, dry_run: bool = False) -> PruneOutcome:
+    """Deletes change-log rows older than ``older_than``; vectors and products are untouched.
+
+    The marker (IndexChangePrune) is committed *before* any row goes, so an index that still
+    needed a deleted row sees the marker at its next sync and rebuilds from the stored vectors
+    rather than silently missing a change.
+    """
+    if older_than < timedelta(0):
+        raise ValueError("older_than must not be negative")
+    cutoff = timezone.now() - older_than
+    through = IndexChange.objects.filter(created_at__lt=cutoff).aggregate(m=Max("id"))["m"] or 0
+    doomed = IndexChange.objects.filter(id__lte=through).count() if through else 0
+    if dry_run or not through:
+        return PruneOutcome(through if doomed else 0, doomed, IndexChange.objects.count() - doomed)
+    marker = IndexChangePrune.objects.create(pruned_through=through)
+    deleted = 0
+    while True:
+        ids = list(IndexChange.objects.filter(id__lte=through).values_list("id", flat=True)[:500])
+        if not ids:
+            break
+        deleted += IndexChange.objects.filter(id__in=ids).delete()[0]
+    IndexChangePrune.objects.filter(id=marker.id).update(deleted=deleted)
+    return PruneOutcome(through, deleted, IndexChange.objects.count())

@@ -7,7 +7,9 @@ in the sequence ("gaps": a transaction that took an id but had not committed whe
 are asked for again until they show up or expire.
 
 Snapshots are written atomically with the sequence and gaps they cover, so a new process
-starts from the snapshot and only syncs the small delta written since.
+starts from the snapshot and only syncs the small delta written since. When the log has been
+pruned past an index's sequence (an old snapshot, a process asleep for days), the delta is
+gone: the index rebuilds itself from the stored vectors instead.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from django.conf import settings
 from django.db.models import Max, Q
 
 from .index import IndexParams, VectorIndex
-from .models import ImageEmbedding, IndexChange
+from .models import ImageEmbedding, IndexChange, IndexChangePrune
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,11 @@ _SQL_CHUNK = 500  # SQLite allows ~999 parameters per query.
 def _chunks(seq: list[int], size: int = _SQL_CHUNK) -> Iterator[list[int]]:
     for start in range(0, len(seq), size):
         yield seq[start : start + size]
+
+
+def pruned_through() -> int:
+    """Every change id up to this one has been deleted from the log (0: never pruned)."""
+    return IndexChangePrune.objects.aggregate(m=Max("pruned_through"))["m"] or 0
 
 
 def snapshot_path(model_id: str, index_dir: Path | None = None) -> Path:
@@ -92,6 +99,21 @@ class LiveIndex:
         """Applies every change since the last sync. Returns the number of change rows read."""
         with self._lock:
             total = 0
+            pruned = pruned_through()
+            if self.seq < pruned:
+                log.warning(
+                    "Index of %s is at change %d but the change log was pruned through %d; "
+                    "rebuilding it from the stored vectors",
+                    self.model_id,
+                    self.seq,
+                    pruned,
+                )
+                self.index, self.seq, self.gaps = _index_from_db(
+                    model_id=self.model_id,
+                    dim=self.dim,
+                    kind=self.index.params.kind,
+                    progress=False,
+                )
             while True:
                 n = self._sync_once()
                 total += n
@@ -205,15 +227,29 @@ def live_index_build(
     *, model_id: str, dim: int, kind: str | None = None, progress: bool = False
 ) -> LiveIndex:
     """Builds an index of every stored vector of ``model_id`` from the database, then syncs."""
+    index, seq, gaps = _index_from_db(model_id=model_id, dim=dim, kind=kind, progress=progress)
+    live = LiveIndex(model_id=model_id, index=index, seq=seq, gaps=gaps)
+    live.sync()
+    return live
+
+
+def _index_from_db(
+    *, model_id: str, dim: int, kind: str | None, progress: bool
+) -> tuple[VectorIndex, int, dict[int, float]]:
+    """Every stored vector of ``model_id`` in a new index, with the change sequence it covers
+    and the ids below it that may still be transactions in flight (gaps)."""
     from tqdm import tqdm
 
     # Note the sequence *before* reading vectors: changes made while we read are re-applied by
-    # the sync below, which is harmless. Ids below that point that are still missing may be
-    # transactions in flight; they are gaps.
-    seq = IndexChange.objects.aggregate(m=Max("id"))["m"] or 0
-    recent = set(IndexChange.objects.filter(id__gt=max(seq - 1000, 0)).values_list("id", flat=True))
+    # the next sync, which is harmless. Ids below that point that are still missing may be
+    # transactions in flight; they are gaps. Pruned ids are not gaps, and the sequence never
+    # goes below the pruned point (the log may have been pruned empty).
+    pruned = pruned_through()
+    seq = max(IndexChange.objects.aggregate(m=Max("id"))["m"] or 0, pruned)
+    low = max(seq - 1000, pruned)
+    recent = set(IndexChange.objects.filter(id__gt=low).values_list("id", flat=True))
     now = time.monotonic()
-    gaps = {i: now for i in range(max(seq - 1000, 0) + 1, seq + 1) if i not in recent}
+    gaps = {i: now for i in range(low + 1, seq + 1) if i not in recent}
 
     qs = ImageEmbedding.objects.filter(model_id=model_id).order_by("id")
     count = qs.count()
@@ -243,6 +279,4 @@ def live_index_build(
         rng = np.random.default_rng(0)
         index.train(vecs if sample == n else vecs[rng.choice(n, sample, replace=False)])
     index.add(ids, vecs)
-    live = LiveIndex(model_id=model_id, index=index, seq=seq, gaps=gaps)
-    live.sync()
-    return live
+    return index, seq, gaps

@@ -27,3 +27,15 @@ def image_embed_task(image_id: int, force: bool = False) -> str:
 @shared_task
 def index_snapshot_task() -> str:
     return str(services.index_snapshot_write())
+
+
+@shared_task
+def index_changes_prune_task() -> int:
+    from datetime import timedelta
+
+    from django.conf import settings
+
+    days = settings.EMBEDDINGS_CHANGE_LOG_DAYS
+    if not days or days <= 0:
+        return 0
+    return services.index_changes_prune(older_than=timedelta(days=days)).deleted

@@ -139,6 +139,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "embeddings.tasks.index_snapshot_task",
         "schedule": env_float("EMBEDDINGS_SNAPSHOT_INTERVAL", 300.0),
     },
+    # Keeps the IndexChange log from growing forever; see EMBEDDINGS_CHANGE_LOG_DAYS.
+    "index-change-prune": {
+        "task": "embeddings.tasks.index_changes_prune_task",
+        "schedule": 24 * 3600.0,
+    },
 }
 
 # --- Embeddings ---------------------------------------------------------------------------
@@ -153,6 +158,9 @@ EMBEDDINGS_BATCH_SIZE = env_int("EMBEDDINGS_BATCH_SIZE", 32)
 EMBEDDINGS_INDEX_DIR = Path(os.environ.get("EMBEDDINGS_INDEX_DIR", DATA_DIR / "index"))
 # How often (seconds) a serving process asks the database for index changes.
 EMBEDDINGS_SYNC_INTERVAL = env_float("EMBEDDINGS_SYNC_INTERVAL", 1.0)
+# Days of IndexChange rows kept by the daily prune (0: never prune). Snapshots are written every
+# few minutes, so only an index asleep longer than this has to rebuild from the stored vectors.
+EMBEDDINGS_CHANGE_LOG_DAYS = env_float("EMBEDDINGS_CHANGE_LOG_DAYS", 7.0)
 # Text-query results scoring below this cosine similarity are dropped ("no good match"). Unset:
 # the model card's calibrated min_score; -1 keeps everything.
 EMBEDDINGS_MIN_SCORE = (

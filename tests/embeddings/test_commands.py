@@ -158,6 +158,31 @@ def test_rebuild_snapshot_and_status(catalog):
     assert "2 indexed" in out
 
 
+def test_prune_index_changes_keeps_search_whole(catalog):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from embeddings.models import IndexChange
+
+    run("import_catalog", "--csv", str(catalog))
+    run("rebuild_index", "--kind", "flat")
+    out, _ = run("prune_index_changes")
+    assert "nothing to prune" in out
+    IndexChange.objects.update(created_at=timezone.now() - timedelta(days=30))
+    out, _ = run("prune_index_changes", "--days", "7", "--dry-run")
+    assert "Would delete 2 change-log rows" in out and IndexChange.objects.count() == 2
+    out, _ = run("prune_index_changes", "--days", "7")
+    assert "Deleted 2 change-log rows" in out and "snapshot_index" in out
+    assert IndexChange.objects.count() == 0
+    runtime.reset()  # a new process: starts from the snapshot, which covers the pruned rows
+    status = json.loads(run("index_status", "--json")[0])
+    assert status["index_size"] == 2 and status["change_log_pruned_through"] >= 2
+    assert status["index_seq"] == status["db_seq"]
+    with pytest.raises(CommandError, match="--days must be 0 or more"):
+        run("prune_index_changes", "--days", "-1")
+
+
 def test_load_demo_catalog_generates_and_imports_idempotently(settings, tmp_path):
     settings.DATA_DIR = tmp_path / "data"
     out, _ = run("load_demo_catalog", "--count", "8")

@@ -171,3 +171,109 @@ def test_serving_process_starts_from_snapshot_and_picks_up_new_uploads(
         second = ProductImageFactory()
     live = runtime.get_live_index()  # sync interval is 0 in tests
     assert sorted(live.index.ids().tolist()) == sorted([first.id, second.id])
+
+
+# -- pruning the change log -------------------------------------------------------------------
+
+
+def age(days):
+    """Backdates every change row written so far by ``days``."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    IndexChange.objects.update(created_at=timezone.now() - timedelta(days=days))
+
+
+def test_prune_deletes_only_old_rows_and_records_the_point(no_auto_embed):
+    from datetime import timedelta
+
+    from embeddings import services
+    from embeddings.models import IndexChangePrune
+    from embeddings.sync import pruned_through
+
+    old = [ProductImageFactory() for _ in range(3)]
+    for i, img in enumerate(old):
+        put(img, i)
+    age(10)
+    fresh = ProductImageFactory()
+    newest = put(fresh, 9)
+    vectors_before = ImageEmbedding.objects.count()
+
+    dry = services.index_changes_prune(older_than=timedelta(days=7), dry_run=True)
+    assert (dry.deleted, dry.kept) == (3, 1) and IndexChange.objects.count() == 4
+    assert pruned_through() == 0, "a dry run leaves no marker"
+
+    done = services.index_changes_prune(older_than=timedelta(days=7))
+    assert (done.deleted, done.kept) == (3, 1)
+    assert list(IndexChange.objects.values_list("id", flat=True)) == [newest.id]
+    assert pruned_through() == done.pruned_through == newest.id - 1
+    assert IndexChangePrune.objects.get().deleted == 3
+    assert ImageEmbedding.objects.count() == vectors_before, "vectors are never pruned"
+    # Nothing older than the cutoff is left: a second prune is a no-op without a new marker.
+    assert services.index_changes_prune(older_than=timedelta(days=7)).deleted == 0
+    assert IndexChangePrune.objects.count() == 1
+
+
+def test_index_behind_the_pruned_point_rebuilds_and_misses_no_delete(no_auto_embed, tmp_path):
+    from datetime import timedelta
+
+    from embeddings import services
+
+    a, b, c = ProductImageFactory(), ProductImageFactory(), ProductImageFactory()
+    for i, img in enumerate([a, b, c]):
+        put(img, i)
+    stale = live_index_build(model_id=MODEL, dim=DIM)
+    path = stale.save(tmp_path / "old.index")
+    # After the snapshot: b leaves the catalog and d arrives; then those rows are pruned.
+    b_id = b.id
+    b.delete()
+    d = ProductImageFactory()
+    put(d, 7)
+    age(30)
+    services.index_changes_prune(older_than=timedelta(days=7))
+    assert IndexChange.objects.count() == 0
+
+    for live in (stale, LiveIndex.load(path, model_id=MODEL)):
+        assert sorted(live.index.ids().tolist()) == sorted([a.id, b_id, c.id])
+        live.sync()  # the delta is gone: rebuilt from the stored vectors instead
+        assert sorted(live.index.ids().tolist()) == sorted([a.id, c.id, d.id])
+        assert top(live, 7) == d.id
+        # Afterwards it syncs deltas as usual, without rebuilding again.
+        index_object = live.index
+        e = ProductImageFactory()
+        put(e, 8)
+        assert live.sync() == 1 and live.index is index_object and top(live, 8) == e.id
+        ImageEmbedding.objects.filter(image=e).delete()
+        e.delete()
+
+
+def test_index_built_after_a_prune_emptied_the_log_does_not_rebuild_forever(no_auto_embed):
+    from datetime import timedelta
+
+    from embeddings import services
+    from embeddings.sync import pruned_through
+
+    a = ProductImageFactory()
+    put(a, 1)
+    age(30)
+    services.index_changes_prune(older_than=timedelta(days=7))
+    live = live_index_build(model_id=MODEL, dim=DIM)
+    assert live.seq == pruned_through() and not live.gaps
+    index_object = live.index
+    assert live.sync() == 0 and live.index is index_object
+    assert live.index.ids().tolist() == [a.id]
+
+
+def test_daily_prune_task_follows_the_setting(no_auto_embed, settings):
+    from embeddings.tasks import index_changes_prune_task
+
+    put(ProductImageFactory(), 1)
+    age(10)
+    settings.EMBEDDINGS_CHANGE_LOG_DAYS = 0  # pruning switched off
+    assert index_changes_prune_task() == 0 and IndexChange.objects.count() == 1
+    settings.EMBEDDINGS_CHANGE_LOG_DAYS = 14
+    assert index_changes_prune_task() == 0 and IndexChange.objects.count() == 1
+    settings.EMBEDDINGS_CHANGE_LOG_DAYS = 7
+    assert index_changes_prune_task() == 1 and IndexChange.objects.count() == 0
+    assert "index-change-prune" in settings.CELERY_BEAT_SCHEDULE

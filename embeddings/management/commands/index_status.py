@@ -11,7 +11,7 @@ from catalog.models import ProductImage
 from embeddings import runtime, selectors
 from embeddings.encoder import ModelLoadError
 from embeddings.models import ImageEmbedding, IndexChange
-from embeddings.sync import snapshot_path
+from embeddings.sync import pruned_through, snapshot_path
 
 
 class Command(BaseCommand):
@@ -46,7 +46,8 @@ class Command(BaseCommand):
             "index_size": len(live),
             "index_kind": live.index.params.kind,
             "index_seq": live.seq,
-            "db_seq": IndexChange.objects.aggregate(m=Max("id"))["m"] or 0,
+            "db_seq": max(IndexChange.objects.aggregate(m=Max("id"))["m"] or 0, pruned_through()),
+            "change_log_pruned_through": pruned_through(),
             "snapshot": str(path) if path.is_file() else None,
         }
         if failed:
