@@ -288,7 +288,13 @@ def product_lexical_ranking(*, text: str, products, limit: int = 100) -> list[in
     match = Q(sku__iexact=text)  # SKUs like "TS-0042" tokenise into pieces
     for token in tokens:
         match |= Q(title__icontains=token) | Q(sku__icontains=token)
-    rows = list(products.filter(match).values_list("id", "title", "sku")[:LEXICAL_CANDIDATES])
+    # No ORDER BY: sorting every match (the model's default order) cost ~250 ms per common word
+    # at 100k products; unordered, the database stops at the cap. Candidates are then put
+    # newest first so BM25 ties break the same way whatever order the database returned.
+    rows = list(
+        products.filter(match).order_by().values_list("id", "title", "sku")[:LEXICAL_CANDIDATES]
+    )
+    rows.sort(key=lambda row: -row[0])
     if not rows:
         return []
     exact_sku = [pid for pid, _, sku in rows if sku.lower() == text.lower()]
