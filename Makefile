@@ -128,13 +128,14 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# FAISS figures at 100k and 1M vectors, embedding throughput, search API latency; BENCH_ARGS are
-# passed to each, e.g. `make bench BENCH_ARGS=--quick`.
+# FAISS figures at 100k and 1M vectors, embedding throughput, search API latency, lexical search
+# on PostgreSQL at 1M products; BENCH_ARGS are passed to each, e.g. `make bench BENCH_ARGS=--quick`.
 BENCH_ARGS ?=
 bench: install
 	$(PY) scripts/bench_index.py $(BENCH_ARGS)
 	$(PY) scripts/bench_embedding.py $(BENCH_ARGS)
 	$(PY) scripts/bench_search_api.py $(BENCH_ARGS)
+	$(PY) scripts/bench_lexical.py --pg-url $(PG_URL) $(BENCH_ARGS)
 
 # Production-style: CELERY_BROKER_URL=redis://127.0.0.1:6379/0 DATABASE_URL=postgres://... make worker
 worker: install
