@@ -152,32 +152,27 @@ def test_text_query_shows_a_result_grid(page, live_server, shots):
     page.screenshot(path=str(shots / "search-results.png"), full_page=True)
 
 
-def test_cropped_photo_finds_its_product_first_and_paginates(page, live_server, tmp_path, shots):
-    products = create_products(PER_PAGE + 6)
-    target = products[9]
-    # The shopper's photo: the product's picture in the middle of a bigger, unrelated scene.
+def shopper_photo(tmp_path) -> Path:
+    """The shopper's photo: product 9's picture at (88, 88) in a bigger, unrelated 240 px scene."""
     scene = Image.new("RGB", (240, 240), (90, 90, 90))
     stripes = make_image((250, 250, 250), size=(240, 240), shape="stripes", accent=(0, 0, 0))
     scene.paste(Image.open(io.BytesIO(stripes)))
     scene.paste(Image.open(io.BytesIO(picture(9))).convert("RGB"), (88, 88))
     photo_path = tmp_path / "shopper-photo.png"
     scene.save(photo_path)
+    return photo_path
 
+
+def open_cropper(page, live_server, photo_path):
     page.goto(live_server.url + "/")
     page.click("summary:has-text('Search with a photo')")
     page.set_input_files("#photo-input", str(photo_path))
     canvas = page.locator("[data-cropper] canvas")
     canvas.wait_for(state="visible")
-    box = canvas.bounding_box()
-    assert round(box["width"]) == 240, "small photos are shown 1:1 so a drag maps to photo pixels"
-    page.mouse.move(box["x"] + 88, box["y"] + 88)
-    page.mouse.down()
-    page.mouse.move(box["x"] + 120, box["y"] + 120, steps=4)
-    page.mouse.move(box["x"] + 152, box["y"] + 152, steps=4)
-    page.mouse.up()
-    assert "64 × 64" in page.inner_text("[data-photo-status]")
-    page.screenshot(path=str(shots / "photo-crop.png"))
+    return canvas
 
+
+def search_and_check_only_product_9_went_up(page):
     page.click("button:has-text('Search by photo')")
     page.wait_for_url(re.compile(r"\?qi="))
     # Only the cropped region went up: the vector kept for the token is the vector of the
@@ -191,8 +186,24 @@ def test_cropped_photo_finds_its_product_first_and_paginates(page, live_server, 
     kept = np.frombuffer(base64.b64decode(stored["vector"]), dtype="<f4")
     expected = selectors.query_vector(image=load_image(picture(9)))
     assert float(kept @ expected) > 0.999
-
     assert "Results for your photo" in page.inner_text("h1")
+
+
+def test_cropped_photo_finds_its_product_first_and_paginates(page, live_server, tmp_path, shots):
+    products = create_products(PER_PAGE + 6)
+    target = products[9]
+    canvas = open_cropper(page, live_server, shopper_photo(tmp_path))
+    box = canvas.bounding_box()
+    assert round(box["width"]) == 240, "small photos are shown 1:1 so a drag maps to photo pixels"
+    page.mouse.move(box["x"] + 88, box["y"] + 88)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 120, box["y"] + 120, steps=4)
+    page.mouse.move(box["x"] + 152, box["y"] + 152, steps=4)
+    page.mouse.up()
+    assert "64 × 64" in page.inner_text("[data-photo-status]")
+    page.screenshot(path=str(shots / "photo-crop.png"))
+
+    search_and_check_only_product_9_went_up(page)
     titles = card_titles(page)
     assert titles[0] == target.title
     assert len(titles) == PER_PAGE
@@ -203,6 +214,46 @@ def test_cropped_photo_finds_its_product_first_and_paginates(page, live_server, 
     second = card_titles(page)
     assert len(second) == 6 and not set(second) & set(titles)
     assert page.locator(".pagination .current").inner_text() == "2"
+
+
+def test_photo_crop_works_from_the_keyboard(page, live_server, tmp_path):
+    products = create_products(12)
+    canvas = open_cropper(page, live_server, shopper_photo(tmp_path))
+    status = page.locator("[data-photo-status]")
+    canvas.focus()
+    page.keyboard.press("ArrowRight")  # first press: the middle half of the photo
+    assert "120 × 120 px area at 60, 60" in status.inner_text()
+    page.keyboard.press("Escape")
+    assert "whole photo is used" in status.inner_text()
+    page.keyboard.press("ArrowDown")
+    # Shift + arrows resize (steps of 1/50 of the photo: 5 px here; Alt: 1 px) ...
+    for key in ["Shift+ArrowLeft"] * 11 + ["Alt+Shift+ArrowLeft"]:
+        page.keyboard.press(key)
+    for key in ["Shift+ArrowUp"] * 11 + ["Alt+Shift+ArrowUp"]:
+        page.keyboard.press(key)
+    assert "64 × 64 px area at 60, 60" in status.inner_text()
+    # ... plain arrows move, and the selection never leaves the photo.
+    for key in (
+        ["ArrowRight"] * 5 + ["Alt+ArrowRight"] * 3 + ["ArrowDown"] * 5 + ["Alt+ArrowDown"] * 3
+    ):
+        page.keyboard.press(key)
+    assert "64 × 64 px area at 88, 88" in status.inner_text()
+    for _ in range(40):
+        page.keyboard.press("ArrowLeft")
+    assert "64 × 64 px area at 0, 88" in status.inner_text()
+    for _ in range(40):
+        page.keyboard.press("ArrowRight")
+    for _ in range(6):
+        page.keyboard.press("ArrowLeft")
+    page.keyboard.press("Alt+ArrowRight")
+    page.keyboard.press("Alt+ArrowRight")
+    # 240 - 64 = 176 at the right edge; back 30 and on 2: x = 148. Back to 88 for the search.
+    assert "64 × 64 px area at 148, 88" in status.inner_text()
+    for key in ["ArrowLeft"] * 12:
+        page.keyboard.press(key)
+    assert "64 × 64 px area at 88, 88" in status.inner_text()
+    search_and_check_only_product_9_went_up(page)
+    assert card_titles(page)[0] == products[9].title
 
 
 def test_product_page_shows_gallery_and_more_like_this(page, live_server, shots):

@@ -33,9 +33,15 @@
   function describeSelection() {
     var r = region();
     if (selection) {
-      say("Searching the selected " + r.w + " × " + r.h + " px area. Drag again to change it.");
+      say(
+        "Searching the selected " + r.w + " × " + r.h + " px area at " + r.x + ", " + r.y +
+          ". Drag again, or use the arrow keys, to change it."
+      );
     } else {
-      say("Drag over the photo to select the item you want; the whole photo is used otherwise.");
+      say(
+        "Drag over the photo (or focus it and press an arrow key) to select the item you want; " +
+          "the whole photo is used otherwise."
+      );
     }
   }
 
@@ -147,6 +153,46 @@
   }
   canvas.addEventListener("pointerup", endDrag);
   canvas.addEventListener("pointercancel", endDrag);
+
+  // Keyboard: arrows move the selection (the first press selects the middle half of the photo),
+  // Shift + arrows move its right/bottom edge, Alt makes each step one photo pixel, Escape clears.
+  canvas.addEventListener("keydown", function (event) {
+    if (!photo) return;
+    if (event.key === "Escape" || event.key === "Delete" || event.key === "Backspace") {
+      if (!selection) return;
+      event.preventDefault();
+      selection = null;
+      draw();
+      describeSelection();
+      return;
+    }
+    var dx = { ArrowLeft: -1, ArrowRight: 1 }[event.key] || 0;
+    var dy = { ArrowUp: -1, ArrowDown: 1 }[event.key] || 0;
+    if (!dx && !dy) return;
+    event.preventDefault();
+    var W = photo.naturalWidth;
+    var H = photo.naturalHeight;
+    if (!selection) {
+      selection = { x0: W / 4, y0: H / 4, x1: (3 * W) / 4, y1: (3 * H) / 4 };
+    } else {
+      var r = region();
+      selection = { x0: r.x, y0: r.y, x1: r.x + r.w, y1: r.y + r.h };
+      var stepX = event.altKey ? 1 : Math.max(1, Math.round(W / 50));
+      var stepY = event.altKey ? 1 : Math.max(1, Math.round(H / 50));
+      if (event.shiftKey) {
+        selection.x1 = Math.min(W, Math.max(selection.x0 + MIN_SELECTION, selection.x1 + dx * stepX));
+        selection.y1 = Math.min(H, Math.max(selection.y0 + MIN_SELECTION, selection.y1 + dy * stepY));
+      } else {
+        var w = selection.x1 - selection.x0;
+        var h = selection.y1 - selection.y0;
+        var x = Math.min(W - w, Math.max(0, selection.x0 + dx * stepX));
+        var y = Math.min(H - h, Math.max(0, selection.y0 + dy * stepY));
+        selection = { x0: x, y0: y, x1: x + w, y1: y + h };
+      }
+    }
+    draw();
+    describeSelection();
+  });
 
   resetButton.addEventListener("click", function () {
     selection = null;
