@@ -2,9 +2,11 @@
 embedded set-up (SQLite, Celery eager, index files under DATA_DIR); see .env.example."""
 
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -145,6 +147,15 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 24 * 3600.0,
     },
 }
+
+# --- Shop ---------------------------------------------------------------------------------------
+# ISO 4217 code of the prices in the catalog: shown on the pages ("$19.99", "12.50 CHF") and
+# returned by the API beside each price.
+SHOP_CURRENCY = os.environ.get("SHOP_CURRENCY", "USD").strip().upper()
+if not re.fullmatch(r"[A-Z]{3}", SHOP_CURRENCY):
+    raise ImproperlyConfigured(
+        f"SHOP_CURRENCY={SHOP_CURRENCY!r} is not an ISO 4217 currency code; set it to e.g. USD, EUR or INR."
+    )
 
 # --- Embeddings ---------------------------------------------------------------------------
 # open_clip model name and weights: a pretrained tag (e.g. ViT-B-32 / laion2b_s34b_b79k) or a

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.urls import NoReverseMatch
 from rest_framework import serializers
@@ -75,6 +76,9 @@ class ProductSerializer(serializers.ModelSerializer):
     category = CategorySerializer(allow_null=True)
     images = ProductImageSerializer(many=True)
     url = serializers.SerializerMethodField(help_text="The product's page on the shop site.")
+    currency = serializers.SerializerMethodField(
+        help_text="ISO 4217 code of `price` (the shop's SHOP_CURRENCY setting)."
+    )
 
     class Meta:
         model = Product
@@ -83,6 +87,7 @@ class ProductSerializer(serializers.ModelSerializer):
             "title",
             "description",
             "price",
+            "currency",
             "sku",
             "is_active",
             "category",
@@ -91,6 +96,9 @@ class ProductSerializer(serializers.ModelSerializer):
             "created_at",
             "updated_at",
         ]
+
+    def get_currency(self, obj: Product) -> str:
+        return settings.SHOP_CURRENCY
 
     def get_url(self, obj: Product) -> str | None:
         try:

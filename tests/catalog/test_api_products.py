@@ -67,6 +67,7 @@ def test_product_json_has_the_documented_shape(anon):
         "title",
         "description",
         "price",
+        "currency",
         "sku",
         "is_active",
         "category",
@@ -75,7 +76,7 @@ def test_product_json_has_the_documented_shape(anon):
         "created_at",
         "updated_at",
     }
-    assert body["price"] == "19.99"
+    assert body["price"] == "19.99" and body["currency"] == "USD"
     assert body["category"] == {"id": product.category.pk, "name": "T-shirts", "slug": "t-shirts"}
     assert body["url"].startswith("http://testserver/")
     (image,) = body["images"]

@@ -42,7 +42,7 @@ def test_product_page_shows_details_and_every_image(client):
     assert response.status_code == 200
     html = response.content.decode()
     assert "<h1>Linen shirt</h1>" in html
-    assert "49.90" in html and "Shirts" in html and "LIN-001" in html
+    assert "$49.90" in html and "Shirts" in html and "LIN-001" in html
     assert "<p>Breathable linen.</p>" in html and "Made in Portugal." in html
     for image in product.images.all():
         assert image.image.url in html
@@ -119,3 +119,35 @@ def test_more_like_this_loads_its_products_in_a_few_queries(client, django_asser
     with django_assert_max_num_queries(10):
         html = client.get(product.get_absolute_url()).content.decode()
     assert len(more_like_this_titles(html)) == 8
+
+
+def test_prices_show_in_the_shop_currency(client, settings):
+    from catalog.templatetags.catalog_tags import format_money
+
+    assert format_money(Decimal("1299.5"), "USD") == "$1,299.50"
+    assert format_money(Decimal("12.5"), "CHF") == "12.50 CHF"
+    assert format_money(Decimal("1500"), "JPY") == "¥1,500"
+    assert format_money(None, "USD") == ""
+    product = create("Wool scarf", (20, 20, 20), price=Decimal("1299.00"))
+    settings.SHOP_CURRENCY = "EUR"
+    html = client.get(reverse("catalog:product-detail", args=[product.pk])).content.decode()
+    assert "€1,299.00" in html
+    unpriced = create("Mystery box", (90, 20, 20))
+    html = client.get(reverse("catalog:product-detail", args=[unpriced.pk])).content.decode()
+    assert "Price on request" in html
+
+
+def test_a_bad_currency_setting_stops_start_up_with_what_to_set():
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SHOP_CURRENCY": "dollars"}
+    result = subprocess.run(
+        [sys.executable, "-c", "import searchsite.settings"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "SHOP_CURRENCY='DOLLARS' is not an ISO 4217 currency code" in result.stderr
