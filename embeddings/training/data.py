@@ -156,8 +156,15 @@ def _clean(value: str) -> str:
     return " ".join(value.split())
 
 
-def captions_for(record: Record) -> list[str]:
-    """Every caption a training step may pair with the record's image.
+# The manifest columns a metadata caption can claim (see captions_with_claims).
+CLAIM_COLUMNS = ("articleType", "baseColour", "usage", "subCategory")
+
+
+def captions_with_claims(record: Record) -> list[tuple[str, tuple[str, ...]]]:
+    """Every caption a training step may pair with the record's image, each with the columns
+    it claims: ``("Navy Blue Tshirts", ("articleType", "baseColour"))`` is true of every product
+    of that type and colour, so training may count those products' images as its positives; a
+    title claims nothing (``()``): it describes this one product.
 
     The title is what a shopper reads; metadata-derived captions ("Navy Blue Tshirts", "a photo
     of Tshirts", ...) teach the short colour + type queries shoppers type. Empty metadata
@@ -168,15 +175,20 @@ def captions_for(record: Record) -> list[str]:
     colour = _clean(record.get("baseColour"))
     usage = _clean(record.get("usage"))
     sub = _clean(record.get("subCategory"))
-    caps = [title] if title else []
+    caps: list[tuple[str, tuple[str, ...]]] = [(title, ())] if title else []
     if art:
-        caps.append(art)
-        caps.append(f"a photo of {art}")
+        caps.append((art, ("articleType",)))
+        caps.append((f"a photo of {art}", ("articleType",)))
         if colour:
-            caps.append(f"{colour} {art}")
-            caps.append(f"a photo of {colour} {art}")
+            caps.append((f"{colour} {art}", ("articleType", "baseColour")))
+            caps.append((f"a photo of {colour} {art}", ("articleType", "baseColour")))
         if usage:
-            caps.append(f"{usage} {art}")
+            caps.append((f"{usage} {art}", ("articleType", "usage")))
     if sub and colour:
-        caps.append(f"{colour} {sub}")
-    return caps or [record.product_id]
+        caps.append((f"{colour} {sub}", ("subCategory", "baseColour")))
+    return caps or [(record.product_id, ())]
+
+
+def captions_for(record: Record) -> list[str]:
+    """The captions of :func:`captions_with_claims`, without the claims."""
+    return [caption for caption, _ in captions_with_claims(record)]

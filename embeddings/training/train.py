@@ -4,7 +4,9 @@ Plain Python; ``manage.py train_model`` is a thin wrapper around :func:`train`.
 
 Loss: symmetric InfoNCE with open_clip's learnable logit scale. Captions repeat across
 products ("Navy Blue Tshirts"), so items sharing a caption in a batch are treated as positives
-of each other (soft targets) instead of as negatives. Optional auxiliary loss: a throw-away
+of each other (soft targets) instead of as negatives; with ``label_captions`` a metadata caption
+is also a positive of every image in the batch whose labels make it true (a navy t-shirt whose
+own caption this step was its title is still a "Navy Blue Tshirts"). Optional auxiliary loss: a throw-away
 linear head maps the text embedding onto MiniLM's sentence embedding (distillation).
 """
 
@@ -28,9 +30,10 @@ from embeddings.evaluation import HEADLINE, retrieval_report
 from embeddings.training.cache import DEFAULT_CACHE_DIR, build_image_cache
 from embeddings.training.checkpoint import card_path_for, save_checkpoint, write_card
 from embeddings.training.data import (
+    CLAIM_COLUMNS,
     DEFAULT_SPLIT_SALT,
     Record,
-    captions_for,
+    captions_with_claims,
     read_manifest,
     validation_ids,
 )
@@ -90,6 +93,10 @@ class TrainConfig:
     # type + colour), two groups per coarsest label (two colours of one type) - positives for
     # the label term and hard negatives (same type, other colour) in every batch. 0: random batches.
     group_size: int = 0
+    # True: a metadata caption ("Navy Blue Tshirts") counts as a positive of every image in the
+    # batch whose type and colour make it true, not only of the image it was drawn for; titles
+    # stay positives of their own product only.
+    label_captions: bool = False
     init_token_embeddings: bool = False
     half_checkpoint: bool = True
     skip_missing: bool = False
@@ -152,14 +159,37 @@ def contrastive_loss(
     text_features: torch.Tensor,
     logit_scale: torch.Tensor,
     caption_ids: torch.Tensor,
+    positives: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Symmetric InfoNCE on normalised features; pairs with the same caption id are positives."""
+    """Symmetric InfoNCE on normalised features with soft targets.
+
+    Image ``i`` and text ``j`` are a positive pair when they share a caption id, or where
+    ``positives[i, j]`` (bool ``(B, B)``, image x text) is true; each image's target spreads
+    evenly over its positive texts and each text's over its positive images.
+    """
     logits = logit_scale * image_features @ text_features.T
-    same = (caption_ids[:, None] == caption_ids[None, :]).float()
-    targets = same / same.sum(1, keepdim=True)
-    loss_i = torch.sum(-targets * F.log_softmax(logits, dim=1), dim=1).mean()
-    loss_t = torch.sum(-targets.T * F.log_softmax(logits.T, dim=1), dim=1).mean()
+    same = caption_ids[:, None] == caption_ids[None, :]
+    if positives is not None:
+        same = same | positives
+    same = same.float()
+    targets_i = same / same.sum(1, keepdim=True)
+    targets_t = same.T / same.T.sum(1, keepdim=True)
+    loss_i = torch.sum(-targets_i * F.log_softmax(logits, dim=1), dim=1).mean()
+    loss_t = torch.sum(-targets_t * F.log_softmax(logits.T, dim=1), dim=1).mean()
     return (loss_i + loss_t) / 2
+
+
+def caption_positives(item_values: np.ndarray, claimed_values: np.ndarray) -> torch.Tensor:
+    """``(B, B)`` bool, image x text: the metadata claimed by text ``j`` holds for image ``i``.
+
+    ``item_values`` ``(B, C)``: each image's value id per claim column (-1 = empty);
+    ``claimed_values`` ``(B, C)``: the value id each text claims per column, -1 where it claims
+    nothing. A text that claims nothing at all (a title) is nobody's extra positive.
+    """
+    item = torch.from_numpy(item_values)[:, None, :]
+    claim = torch.from_numpy(claimed_values)[None, :, :]
+    holds = ((claim < 0) | (item == claim)).all(-1)
+    return holds & (claim >= 0).any(-1)
 
 
 def label_contrastive_loss(
@@ -267,6 +297,8 @@ class Dataset:
     images: np.ndarray  # (n, S, S, 3) uint8, train items
     caption_lists: list[list[int]]  # per train item: ids into ``captions`` (first = title)
     labels: np.ndarray  # (n, L) label ids per train item (see label_ids), -1 = unknown
+    item_values: np.ndarray  # (n, len(CLAIM_COLUMNS)) value ids per train item, -1 = empty
+    caption_claims: np.ndarray  # (len(captions), len(CLAIM_COLUMNS)) claimed value ids, -1 = none
     captions: list[str]
     tokens: torch.Tensor  # (len(captions), context_length)
     val_records: list[Record]
@@ -316,12 +348,33 @@ def load_data(cfg: TrainConfig, size: int, tokenizer: Any) -> Dataset:
                 "held_out_rows": len(recs) - len(train_idx),
             }
         )
+    value_index: dict[tuple[int, str], int] = {}
+
+    def value_id(column: int, value: str) -> int:
+        value = " ".join(value.split()).lower()
+        return value_index.setdefault((column, value), len(value_index)) if value else -1
+
+    item_values = np.array(
+        [[value_id(k, r.get(c)) for k, c in enumerate(CLAIM_COLUMNS)] for r in train_records],
+        dtype=np.int64,
+    ).reshape(len(train_records), len(CLAIM_COLUMNS))
     caption_index: dict[str, int] = {}
+    claims: list[np.ndarray] = []
     caption_lists: list[list[int]] = []
-    for r in train_records:
+    for i, r in enumerate(train_records):
         ids = []
-        for c in captions_for(r):
-            ids.append(caption_index.setdefault(c, len(caption_index)))
+        for c, claimed in captions_with_claims(r):
+            if c not in caption_index:
+                caption_index[c] = len(caption_index)
+                claims.append(np.full(len(CLAIM_COLUMNS), -1, dtype=np.int64))
+            row = claims[caption_index[c]]
+            if claimed and (row < 0).all():
+                # A title that reads exactly like a metadata caption ("Red Tshirts") means what
+                # the metadata caption means; the first claim of a caption string stands.
+                for k, column in enumerate(CLAIM_COLUMNS):
+                    if column in claimed:
+                        row[k] = item_values[i, k]
+            ids.append(caption_index[c])
         caption_lists.append(ids)
     captions = list(caption_index)
     chunks = [
@@ -333,6 +386,8 @@ def load_data(cfg: TrainConfig, size: int, tokenizer: Any) -> Dataset:
         images=np.concatenate(image_blocks),
         caption_lists=caption_lists,
         labels=label_ids(train_records, cfg.label_levels),
+        item_values=item_values,
+        caption_claims=np.stack(claims) if claims else np.zeros((0, len(CLAIM_COLUMNS)), np.int64),
         captions=captions,
         tokens=tokens,
         val_records=val_records,
@@ -587,7 +642,12 @@ def train_model(
             img_f = F.normalize(img_raw.float(), dim=-1)
             txt_f = F.normalize(txt_raw.float(), dim=-1)
             scale = model.logit_scale.exp().clamp(max=100.0)
-            loss = contrastive_loss(img_f, txt_f, scale, cap_ids.to(device))
+            positives = (
+                caption_positives(data.item_values[idx], data.caption_claims[caps]).to(device)
+                if cfg.label_captions
+                else None
+            )
+            loss = contrastive_loss(img_f, txt_f, scale, cap_ids.to(device), positives)
             if head is not None:
                 assert (
                     teacher_caps is not None

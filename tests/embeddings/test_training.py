@@ -315,6 +315,95 @@ def test_label_weight_trains_and_says_when_columns_are_missing(tmp_path):
         train_model(grouped_cfg, log=lambda _msg: None)
 
 
+def test_metadata_captions_claim_their_columns_and_titles_claim_nothing():
+    from embeddings.training.data import Record, captions_with_claims
+
+    rec = Record(
+        "a",
+        "1",
+        "Turtle Men Navy Shirt",
+        {"articleType": "Shirts", "baseColour": "Navy Blue", "usage": "Casual", "subCategory": "Topwear"},
+    )
+    claims = dict(captions_with_claims(rec))
+    assert claims["Turtle Men Navy Shirt"] == ()
+    assert claims["Shirts"] == claims["a photo of Shirts"] == ("articleType",)
+    assert claims["Navy Blue Shirts"] == ("articleType", "baseColour")
+    assert claims["Casual Shirts"] == ("articleType", "usage")
+    assert claims["Navy Blue Topwear"] == ("subCategory", "baseColour")
+    assert captions_for(rec) == [c for c, _ in captions_with_claims(rec)]
+
+
+def test_caption_positives_follow_the_claimed_labels():
+    from embeddings.training.train import caption_positives
+
+    # Columns: type, colour. Items: navy shirt, navy shirt, white shirt, navy jeans.
+    items = np.array([[0, 10], [0, 10], [0, 11], [1, 10]])
+    # The texts drawn for them: "Navy Blue Shirts", item 1's title, "Shirts", "Navy Blue Jeans".
+    claims = np.array([[0, 10], [-1, -1], [0, -1], [1, 10]])
+    pos = caption_positives(items, claims).numpy()
+    assert pos[:, 0].tolist() == [True, True, False, False]  # both navy shirts, not the white one
+    assert not pos[:, 1].any()  # a title is nobody's extra positive
+    assert pos[:, 2].tolist() == [True, True, True, False]  # every shirt
+    assert pos[:, 3].tolist() == [False, False, False, True]
+
+
+def test_contrastive_loss_counts_label_positives_as_targets():
+    from embeddings.training.train import contrastive_loss
+
+    norm = torch.nn.functional.normalize
+    # Two navy shirts (images 0, 1) and a white one (2); text 0 is "Navy Blue Shirts" (drawn for
+    # image 0), texts 1 and 2 are the other two products' titles.
+    img = norm(torch.tensor([[1.0, 0.3], [1.0, -0.3], [-1.0, 0.0]]), dim=-1)
+    titles = norm(torch.tensor([[1.0, -0.3], [-1.0, 0.0]]), dim=-1)
+    between = torch.cat([norm(torch.tensor([[1.0, 0.0]]), dim=-1), titles])  # text 0 between both
+    on_own = torch.cat([img[:1], titles])  # text 0 on its own image only
+    ids = torch.tensor([0, 1, 2])
+    scale = torch.tensor(20.0)
+    positives = torch.tensor([[True, False, False], [True, False, False], [False, False, False]])
+    # Plain InfoNCE counts image 1 as a negative of text 0, so it prefers text 0 on image 0;
+    # with the label positives it prefers text 0 where both navy shirts are.
+    assert contrastive_loss(img, on_own, scale, ids) < contrastive_loss(img, between, scale, ids)
+    assert contrastive_loss(img, between, scale, ids, positives) < contrastive_loss(
+        img, on_own, scale, ids, positives
+    )
+    # No extra positives is exactly the caption-id rule.
+    none = torch.zeros(3, 3, dtype=torch.bool)
+    assert torch.equal(
+        contrastive_loss(img, between, scale, ids, none), contrastive_loss(img, between, scale, ids)
+    )
+
+
+@pytest.mark.slow
+def test_label_captions_train_and_are_recorded(tmp_path):
+    from embeddings.training.train import load_data, train_model
+
+    plain_cfg = one_epoch_config(tmp_path)
+    plain, _ = train_model(plain_cfg, log=lambda _msg: None)
+    cfg = one_epoch_config(tmp_path, output=str(tmp_path / "c.pt"), label_captions=True)
+    aware, card = train_model(cfg, log=lambda _msg: None)
+    assert card["training_config"]["label_captions"] is True
+    # Same seed and data: only the extra positives differ, so the weights do too.
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(plain.state_dict().values(), aware.state_dict().values(), strict=True)
+    )
+    # Each caption's claims are the values of the item it came from.
+    import open_clip
+
+    data = load_data(cfg, 32, open_clip.get_tokenizer(TRAIN_MODEL))
+    for i, options in enumerate(data.caption_lists):
+        for cid in options[1:]:  # metadata captions claim values, and they are the item's own
+            claimed = data.caption_claims[cid]
+            held = claimed >= 0
+            assert held.any()
+            assert (claimed[held] == data.item_values[i][held]).all()
+    claims = {c: data.caption_claims[k] for k, c in enumerate(data.captions)}
+    # Type (column 0) only; type + colour (columns 0, 1). A title that reads exactly like a
+    # metadata caption ("red circle") claims what the metadata caption claims.
+    assert (claims["circle"] >= 0).tolist() == [True, False, False, False]
+    assert (claims["red circle"] >= 0).tolist() == [True, True, False, False]
+
+
 def test_grouped_batches_hold_label_groups_and_same_type_hard_negatives():
     from embeddings.training.train import GroupedBatches
 

@@ -134,6 +134,13 @@ class Command(BaseCommand):
             "batches)",
         )
         parser.add_argument(
+            "--label-captions",
+            action="store_true",
+            help="count a metadata caption ('Navy Blue Tshirts') as a positive of every image in "
+            "the batch whose type and colour make it true, not only of its own image (titles "
+            "stay positives of their own product)",
+        )
+        parser.add_argument(
             "--init-token-embeddings",
             action="store_true",
             help="initialise a native text tower's token embeddings from MiniLM (PCA)",
@@ -221,6 +228,7 @@ class Command(BaseCommand):
             ),
             label_temperature=opts["label_temperature"],
             group_size=opts["group_size"],
+            label_captions=opts["label_captions"],
             init_token_embeddings=opts["init_token_embeddings"],
             half_checkpoint=not opts["fp32"],
             augment=not opts["no_augment"],
