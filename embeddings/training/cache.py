@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -101,4 +101,24 @@ def build_image_cache(
         with os.fdopen(fd, "wb") as fh:
             np.save(fh, out)
         os.replace(tmp, cache_file)
+    return out
+
+
+def cached_array(
+    cache_dir: str | os.PathLike[str] | None, name: str, build: Callable[[], np.ndarray]
+) -> np.ndarray:
+    """``build()``'s array, saved as ``<cache_dir>/<name>.npy`` (atomically) and loaded from
+    there by later calls with the same name; the name must carry a key of everything the array
+    depends on. ``cache_dir=None`` always builds."""
+    if cache_dir is None:
+        return build()
+    cache_file = Path(cache_dir) / f"{name}.npy"
+    if cache_file.is_file():
+        return np.load(cache_file)
+    out = build()
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=cache_file.name, suffix=".tmp", dir=cache_file.parent)
+    with os.fdopen(fd, "wb") as fh:
+        np.save(fh, out)
+    os.replace(tmp, cache_file)
     return out

@@ -237,6 +237,74 @@ def test_lock_image_trains_the_text_side_only(tmp_path):
     assert not torch.equal(first.text_projection, second.text_projection)
 
 
+TIMM_MODEL = "test-train-tiny-timm"
+TIMM_CFG = {
+    "embed_dim": 32,
+    "vision_cfg": {
+        "timm_model_name": "resnet10t",
+        "timm_model_pretrained": False,
+        "timm_pool": "avg",
+        "timm_proj": "linear",
+        "image_size": 32,
+    },
+    "text_cfg": TRAIN_CFG["text_cfg"],
+}
+
+
+@pytest.mark.slow
+def test_lock_image_trunk_trains_head_and_text_from_cached_trunk_features(tmp_path):
+    from embeddings.training.modeling import TrainingSetupError
+    from embeddings.training.train import train_model
+
+    register_model_config(TIMM_MODEL, TIMM_CFG)
+    cache = tmp_path / "cache"
+    base = one_epoch_config(
+        tmp_path, model_name=TIMM_MODEL, cache_dir=str(cache), augment=True, label_weight=1.0
+    )
+    first, _ = train_model(base, log=lambda _msg: None)
+    base.output, base.init, base.lock_image_trunk = (
+        str(tmp_path / "b.pt"),
+        str(tmp_path / "a.pt"),
+        True,
+    )
+    base.epochs = 3
+    second, card = train_model(base, log=lambda _msg: None)
+    assert card["image_tower_locked"] == "trunk (head trained)"
+    trunk1, trunk2 = first.visual.trunk.state_dict(), second.visual.trunk.state_dict()
+    for name, t in trunk1.items():  # weights and BatchNorm statistics alike
+        assert torch.equal(t, trunk2[name]), f"trunk tensor {name} changed"
+    assert not torch.equal(first.visual.head.proj.weight, second.visual.head.proj.weight)
+    assert not torch.equal(first.text_projection, second.text_projection)
+    # The trunk features (plain + one augmented view of 12 training images) were cached once...
+    cached = list(cache.glob("trunk-*.npy"))
+    assert len(cached) == 1
+    feats = np.load(cached[0])
+    assert feats.shape == (2, 12, first.visual.trunk.num_features)
+    assert not np.allclose(feats[0], feats[1])  # the augmented view differs from the plain one
+    # ... and they are what the frozen trunk computes for the plain images.
+    import open_clip
+
+    from embeddings.training.train import _model_norm, load_data, to_model_input
+
+    data = load_data(base, 32, open_clip.get_tokenizer(TIMM_MODEL))
+    mean, std = _model_norm(second)
+    with torch.no_grad():
+        direct = second.visual.trunk(to_model_input(data.images, mean, std, 32)).numpy()
+    np.testing.assert_allclose(feats[0], direct, rtol=1e-4, atol=1e-5)
+    # A second run reads the cache instead of recomputing it (same file, untouched).
+    mtime = cached[0].stat().st_mtime_ns
+    base.output = str(tmp_path / "c.pt")
+    train_model(base, log=lambda _msg: None)
+    assert cached[0].stat().st_mtime_ns == mtime and len(list(cache.glob("trunk-*.npy"))) == 1
+    # Clear errors: a non-timm image tower, and both lock options at once.
+    vit = one_epoch_config(tmp_path, output=str(tmp_path / "d.pt"), lock_image_trunk=True)
+    with pytest.raises(TrainingSetupError, match="timm image tower"):
+        train_model(vit, log=lambda _msg: None)
+    base.lock_image = True
+    with pytest.raises(TrainingSetupError, match="pass one of them"):
+        train_model(base, log=lambda _msg: None)
+
+
 # -- label-aware (supervised contrastive) term -----------------------------------------------
 
 
@@ -322,7 +390,12 @@ def test_metadata_captions_claim_their_columns_and_titles_claim_nothing():
         "a",
         "1",
         "Turtle Men Navy Shirt",
-        {"articleType": "Shirts", "baseColour": "Navy Blue", "usage": "Casual", "subCategory": "Topwear"},
+        {
+            "articleType": "Shirts",
+            "baseColour": "Navy Blue",
+            "usage": "Casual",
+            "subCategory": "Topwear",
+        },
     )
     claims = dict(captions_with_claims(rec))
     assert claims["Turtle Men Navy Shirt"] == ()

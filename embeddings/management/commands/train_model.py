@@ -159,6 +159,19 @@ class Command(BaseCommand):
             action="store_true",
             help="freeze the image tower (weights and BatchNorm statistics); train the text side only",
         )
+        parser.add_argument(
+            "--lock-image-trunk",
+            action="store_true",
+            help="freeze a timm image tower's backbone and train only its projection head with the "
+            "text side: trunk features are computed once, so steps are many times faster",
+        )
+        parser.add_argument(
+            "--trunk-views",
+            type=int,
+            default=2,
+            help="with --lock-image-trunk: feature passes per image, the plain image then random "
+            "crops/flips (default 2)",
+        )
         parser.add_argument("--no-augment", action="store_true")
         parser.add_argument(
             "--skip-missing",
@@ -234,6 +247,8 @@ class Command(BaseCommand):
             augment=not opts["no_augment"],
             precision=opts["precision"],
             lock_image=opts["lock_image"],
+            lock_image_trunk=opts["lock_image_trunk"],
+            trunk_views=opts["trunk_views"],
             skip_missing=opts["skip_missing"],
             time_limit_minutes=opts["time_limit"],
             command="python manage.py train_model "
