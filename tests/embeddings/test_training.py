@@ -237,6 +237,15 @@ def test_lock_image_trains_the_text_side_only(tmp_path):
     assert not torch.equal(first.text_projection, second.text_projection)
 
 
+def test_native_bf16_is_read_from_the_cpu_flags():
+    from embeddings.training.train import cpu_has_native_bf16
+
+    assert cpu_has_native_bf16("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n") is False
+    assert cpu_has_native_bf16("flags\t\t: avx2 avx512f avx512_bf16\n") is True
+    assert cpu_has_native_bf16("flags\t\t: avx2 amx_bf16 amx_tile\n") is True
+    assert cpu_has_native_bf16("Hardware\t: BCM2835\n") is None
+
+
 TIMM_MODEL = "test-train-tiny-timm"
 TIMM_CFG = {
     "embed_dim": 32,
