@@ -25,6 +25,33 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
 
+def stem(token: str) -> str:
+    """A light English plural folding so 'Tshirts' finds 'Tshirt', 'watches' 'Watch' and
+    'accessories' 'Accessory': -ies -> -y, -(s|x|z|ch|sh)es -> drop 'es', -s -> drop it (not
+    -ss, -us, -is). Short tokens and numbers stay as they are.
+    """
+    if len(token) <= 3 or not token.isalpha():
+        return token
+    if token.endswith("ies") and len(token) > 4:
+        return token[:-3] + "y"
+    if token.endswith(("sses", "xes", "zes", "ches", "shes")):
+        return token[:-2]
+    if token.endswith("s") and not token.endswith(("ss", "us", "is")):
+        return token[:-1]
+    return token
+
+
+def terms(text: str) -> list[str]:
+    """The words BM25 matches on: :func:`tokenize`, each folded by :func:`stem`."""
+    return [stem(t) for t in tokenize(text)]
+
+
+def substring_for(term: str) -> str:
+    """A substring every surface form of ``term`` contains, for a database ``icontains``
+    pre-filter: 'accessory' -> 'accessor' (also in 'accessories'); others stay as they are."""
+    return term[:-1] if term.endswith("y") and len(term) > 3 else term
+
+
 class BM25:
     """Okapi BM25 over a fixed list of documents (e.g. product titles).
 
@@ -35,7 +62,7 @@ class BM25:
 
     def __init__(self, documents: Sequence[str], k1: float = 1.2, b: float = 0.75) -> None:
         self.k1, self.b = k1, b
-        self.docs = [tokenize(d) for d in documents]
+        self.docs = [terms(d) for d in documents]
         self.doc_len = np.array([len(d) for d in self.docs], dtype=np.float64)
         self.avgdl = float(self.doc_len.mean()) if len(self.docs) else 0.0
         self.postings: dict[str, list[tuple[int, int]]] = {}
@@ -56,7 +83,7 @@ class BM25:
         if not self.docs:
             return out
         norm = self.k1 * (1 - self.b + self.b * self.doc_len / max(self.avgdl, 1e-9))
-        for term in set(tokenize(query)):
+        for term in set(terms(query)):
             postings = self.postings.get(term)
             if not postings:
                 continue

@@ -282,12 +282,15 @@ def product_lexical_ranking(*, text: str, products, limit: int = 100) -> list[in
     """Product ids whose title or SKU share words with ``text``, best first (BM25 over the
     candidates; an exact SKU match comes first). Empty when no word matches."""
     text = normalize_query_text(text)
-    tokens = [t for t in dict.fromkeys(hybrid.tokenize(text)) if len(t) >= 2][:8]
+    # Plural-folded terms ("tshirts" -> "tshirt"), pre-filtered by a substring every form of the
+    # term contains, so "Tshirts" finds titles saying "Tshirt" and the reverse.
+    tokens = [t for t in dict.fromkeys(hybrid.terms(text)) if len(t) >= 2][:8]
     if not tokens:
         return []
     match = Q(sku__iexact=text)  # SKUs like "TS-0042" tokenise into pieces
     for token in tokens:
-        match |= Q(title__icontains=token) | Q(sku__icontains=token)
+        part = hybrid.substring_for(token)
+        match |= Q(title__icontains=part) | Q(sku__icontains=part)
     # No ORDER BY: sorting every match (the model's default order) cost ~250 ms per common word
     # at 100k products; unordered, the database stops at the cap. Candidates are then put
     # newest first so BM25 ties break the same way whatever order the database returned.

@@ -180,7 +180,7 @@ EMBEDDINGS_MIN_SCORE = (
 # Hybrid retrieval: fuse products whose title/SKU contain the query's words with the vector
 # results (reciprocal rank fusion). See `manage.py evaluate` for its measured effect.
 EMBEDDINGS_HYBRID = env_bool("EMBEDDINGS_HYBRID", True)
-EMBEDDINGS_HYBRID_WEIGHT = env_float("EMBEDDINGS_HYBRID_WEIGHT", 0.5)
+EMBEDDINGS_HYBRID_WEIGHT = env_float("EMBEDDINGS_HYBRID_WEIGHT", 1.0)
 EMBEDDINGS_HYBRID_RRF_K = env_int("EMBEDDINGS_HYBRID_RRF_K", 60)
 # Index type: flat (exact), ivf (approximate, trained at rebuild), or auto (ivf from
 # EMBEDDINGS_IVF_THRESHOLD vectors up). See `make bench` for speed and recall of each.

@@ -196,6 +196,19 @@ def test_lexical_ranking_prefers_more_matching_words():
     assert selectors.product_lexical_ranking(text="a", products=product_queryset()) == []
 
 
+def test_lexical_ranking_folds_plurals_both_ways():
+    from catalog.selectors import product_queryset
+
+    tee = product("Men Navy Blue Tshirt", [(COLOURS[0], "circle")])
+    watches = product("Watches gift set", [(COLOURS[1], "circle")])
+    bag = product("Accessories pouch", [(COLOURS[2], "circle")])
+    product("Blue bag", [(COLOURS[3], "circle")])
+    rank = lambda text: selectors.product_lexical_ranking(text=text, products=product_queryset())  # noqa: E731
+    assert rank("navy tshirts")[0] == tee.id  # plural query, singular title
+    assert rank("watch") == [watches.id]  # singular query, plural title
+    assert rank("accessory") == [bag.id]  # -y against -ies
+
+
 def test_min_score_judges_the_best_hit_not_each_hit(settings):
     settings.EMBEDDINGS_HYBRID = False
     for i, c in enumerate(COLOURS):
