@@ -97,11 +97,18 @@ def build_image_cache(
             bar.update(len(arr))
     bar.close()
     if cache_file is not None:
-        fd, tmp = tempfile.mkstemp(prefix=cache_file.name, suffix=".tmp", dir=cache_file.parent)
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, out)
-        os.replace(tmp, cache_file)
+        _save_atomic(cache_file, out)
     return out
+
+
+def _save_atomic(cache_file: Path, array: np.ndarray) -> None:
+    """``np.save`` to a temporary file beside ``cache_file``, then renamed over it, so a reader
+    never sees half a file."""
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=cache_file.name, suffix=".tmp", dir=cache_file.parent)
+    with os.fdopen(fd, "wb") as fh:
+        np.save(fh, array)
+    os.replace(tmp, cache_file)
 
 
 def cached_array(
@@ -116,9 +123,5 @@ def cached_array(
     if cache_file.is_file():
         return np.load(cache_file)
     out = build()
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=cache_file.name, suffix=".tmp", dir=cache_file.parent)
-    with os.fdopen(fd, "wb") as fh:
-        np.save(fh, out)
-    os.replace(tmp, cache_file)
+    _save_atomic(cache_file, out)
     return out

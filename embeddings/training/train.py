@@ -6,7 +6,8 @@ Loss: symmetric InfoNCE with open_clip's learnable logit scale. Captions repeat 
 products ("Navy Blue Tshirts"), so items sharing a caption in a batch are treated as positives
 of each other (soft targets) instead of as negatives; with ``label_captions`` a metadata caption
 is also a positive of every image in the batch whose labels make it true (a navy t-shirt whose
-own caption this step was its title is still a "Navy Blue Tshirts"). Optional auxiliary loss: a throw-away
+own caption this step was its title is still a "Navy Blue Tshirts"). Optional auxiliary loss:
+a throw-away
 linear head maps the text embedding onto MiniLM's sentence embedding (distillation).
 """
 
@@ -230,6 +231,11 @@ def label_contrastive_loss(
     return torch.stack(losses).mean()
 
 
+def _label_value(value: str) -> str:
+    """A metadata value as labels compare it: case and spacing ignored."""
+    return " ".join(value.split()).lower()
+
+
 def label_ids(records: Sequence[Record], levels: Sequence[Sequence[str]]) -> np.ndarray:
     """``(n, len(levels))`` label ids; a level's label is the tuple of its columns' values
     (case and spacing ignored). A row with an empty value in any of a level's columns gets -1.
@@ -238,7 +244,7 @@ def label_ids(records: Sequence[Record], levels: Sequence[Sequence[str]]) -> np.
     for level, columns in enumerate(levels):
         index: dict[tuple[str, ...], int] = {}
         for i, r in enumerate(records):
-            key = tuple(" ".join(r.get(c).split()).lower() for c in columns)
+            key = tuple(_label_value(r.get(c)) for c in columns)
             if all(key):
                 out[i, level] = index.setdefault(key, len(index))
     return out
@@ -358,7 +364,7 @@ def load_data(cfg: TrainConfig, size: int, tokenizer: Any) -> Dataset:
     value_index: dict[tuple[int, str], int] = {}
 
     def value_id(column: int, value: str) -> int:
-        value = " ".join(value.split()).lower()
+        value = _label_value(value)
         return value_index.setdefault((column, value), len(value_index)) if value else -1
 
     item_values = np.array(
@@ -496,6 +502,33 @@ def trunk_features(
         trunk.train(was_training)
     assert out is not None
     return out
+
+
+def cached_trunk_features(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    cfg: TrainConfig,
+    mean,
+    std,
+    size: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """:func:`trunk_features`, kept in ``cfg.cache_dir`` under a key of the trunk's weights, the
+    images and the view settings, so a repeated run (another pilot, another seed of the head)
+    skips the passes."""
+    key = hashlib.sha1(f"{size}|{cfg.trunk_views}|{cfg.augment}|{cfg.seed}|{images.shape}".encode())
+    for t in model.visual.trunk.state_dict().values():
+        key.update(t.detach().cpu().contiguous().numpy().tobytes())
+    key.update(np.ascontiguousarray(images).data)
+    return torch.from_numpy(
+        cached_array(
+            cfg.cache_dir,
+            f"trunk-{len(images)}-{key.hexdigest()[:20]}",
+            lambda: trunk_features(
+                model, images, mean, std, size, cfg.trunk_views, cfg.augment, cfg.seed, device
+            ).numpy(),
+        )
+    )
 
 
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool | None:
@@ -643,31 +676,11 @@ def train_model(
     log(
         f"training pairs: {n_train} images, {len(data.captions)} distinct captions; validation: {len(data.val_records)} products"
     )
-    trunk_cache = None
-    if cfg.lock_image_trunk:
-        key = hashlib.sha1(
-            f"{size}|{cfg.trunk_views}|{cfg.augment}|{cfg.seed}|{data.images.shape}".encode()
-        )
-        for t in model.visual.trunk.state_dict().values():
-            key.update(t.detach().cpu().contiguous().numpy().tobytes())
-        key.update(np.ascontiguousarray(data.images).data)
-        trunk_cache = torch.from_numpy(
-            cached_array(
-                cfg.cache_dir,
-                f"trunk-{len(data.images)}-{key.hexdigest()[:20]}",
-                lambda: trunk_features(
-                    model,
-                    data.images,
-                    mean,
-                    std,
-                    size,
-                    cfg.trunk_views,
-                    cfg.augment,
-                    cfg.seed,
-                    device,
-                ).numpy(),
-            )
-        )
+    trunk_cache = (
+        cached_trunk_features(model, data.images, cfg, mean, std, size, device)
+        if cfg.lock_image_trunk
+        else None
+    )
 
     head = None
     teacher_caps = teacher_words = None
