@@ -1,0 +1,246 @@
+"""The two kinds of segment a store searches: the memory-mapped base and the in-memory delta.
+
+A segment answers "the best ``k`` rows for this query among the rows of this mask" and owns
+its columns (see ``columns``). Scores are inner products of unit vectors: cosine similarity.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any
+
+import faiss
+import numpy as np
+
+from .columns import COLUMNS, Filter
+from .kinds import IndexParams
+
+_EMPTY = (np.zeros(0, np.float32), np.zeros(0, np.int64))
+# Matching vectors an approximate search scores at least: twice the deepest ranking asked for
+# (1000 products), so ranking depth never changes which candidates are looked at.
+MIN_CANDIDATES = 2048
+
+
+def _bitmap_selector(mask: np.ndarray) -> tuple[Any, np.ndarray]:
+    packed = np.packbits(mask, bitorder="little")
+    # The selector points into ``packed``: the caller keeps it alive for the search.
+    return faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(packed)), packed
+
+
+def _ivf_params(nprobe: int, selector: Any = None) -> Any:
+    params = faiss.SearchParametersIVF(nprobe=nprobe)
+    if selector is not None:
+        params.sel = selector
+    # The HNSW coarse quantizer must explore at least as many centroids as lists are probed,
+    # or it returns fewer lists than asked (and recall silently drops).
+    quantizer = faiss.SearchParametersHNSW(efSearch=max(64, 2 * nprobe))
+    params.quantizer_params = quantizer
+    params._keep = quantizer  # SWIG does not own it: keep it alive as long as params
+    return params
+
+
+class BaseSegment:
+    """A snapshot's index and columns (memory-mapped, shared by every process on the machine)
+    plus this process's tombstones: rows deleted or replaced since the snapshot."""
+
+    def __init__(self, index: Any, columns: dict[str, np.ndarray], params: IndexParams) -> None:
+        self.index = index
+        self.columns = columns
+        self.params = params
+        self.size = int(index.ntotal)
+        self.dead = np.zeros(self.size, dtype=bool)
+        self.n_dead = 0
+        self._version = 0
+        self._alive_cache: tuple[int, np.ndarray] | None = None
+        if params.kind != "flat":
+            self._ivf = faiss.extract_index_ivf(index)
+
+    # rows are sorted by image id when a base is built, so finding one is a binary search
+    def rows_of(self, image_ids: np.ndarray) -> np.ndarray:
+        """Row of each image id, or -1 where the base does not hold it (or it is dead)."""
+        ids = self.columns["image_id"]
+        pos = np.searchsorted(ids, image_ids)
+        pos = np.minimum(pos, max(self.size - 1, 0))
+        found = (
+            (self.size > 0) & (ids[pos] == image_ids)
+            if self.size
+            else np.zeros(len(image_ids), bool)
+        )
+        rows = np.where(found, pos, -1)
+        if len(rows):
+            live = rows >= 0
+            rows[live] = np.where(self.dead[rows[live]], -1, rows[live])
+        return rows
+
+    def kill(self, rows: np.ndarray) -> None:
+        rows = rows[rows >= 0]
+        if len(rows):
+            self.dead[rows] = True
+            self.n_dead = int(self.dead.sum())
+            self._version += 1
+
+    def alive_mask(self) -> np.ndarray:
+        """Rows of active products not deleted since the snapshot (cached until a change)."""
+        cached = self._alive_cache
+        if cached is not None and cached[0] == self._version:
+            return cached[1]
+        mask = np.asarray(self.columns["active"], dtype=bool) & ~self.dead
+        self._alive_cache = (self._version, mask)
+        return mask
+
+    def mask(self, flt: Filter) -> np.ndarray:
+        if flt.is_empty:
+            return self.alive_mask()
+        return flt.mask(self.columns) & ~self.dead
+
+    def search(self, query: np.ndarray, k: int, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Best ``k`` rows of ``mask``: (scores, rows), best first. The filter is applied inside
+        the FAISS scan; how far an approximate index probes follows how selective it is."""
+        members = int(np.count_nonzero(mask))
+        k = min(k, members)
+        if k <= 0:
+            return _EMPTY
+        q = query.reshape(1, -1)
+        everything = members == self.size
+        if self.params.kind == "flat":
+            if everything:
+                return self._run(q, k, None)
+            selector, packed = _bitmap_selector(mask)
+            return self._run(q, k, faiss.SearchParameters(sel=selector), packed)
+        selector, packed = (None, None) if everything else _bitmap_selector(mask)
+        nlist, nprobe = self.params.nlist, self.params.nprobe
+        # An unfiltered query scores about nprobe * size / nlist vectors (never planned below
+        # MIN_CANDIDATES, so a deeper page searches the same candidates as a shallower one). A
+        # filter keeping no more rows than that is answered exactly: every list probed, FAISS
+        # scores only selected rows and the rest costs a bitmap test. A looser one probes
+        # 1/selectivity times more lists, so about as many *matching* vectors are scored.
+        budget = max(nprobe * self.size / nlist, MIN_CANDIDATES)
+        if members <= budget and not everything:
+            probe = nlist
+        else:
+            probe = min(nlist, math.ceil(budget * nlist / members))
+        while True:
+            scores, rows = self._run(q, k, _ivf_params(probe, selector), packed)
+            if len(rows) >= k or probe >= nlist:
+                return scores, rows
+            probe = min(nlist, probe * 4)  # too few matches near the query: probe wider
+
+    def _run(self, q, k, params, keep_alive=None) -> tuple[np.ndarray, np.ndarray]:
+        scores, rows = self.index.search(q, k, params=params)
+        del keep_alive
+        valid = rows[0] >= 0  # FAISS pads with -1 when it found fewer than k
+        return scores[0][valid], rows[0][valid]
+
+    def vector(self, row: int) -> np.ndarray | None:
+        """A row's stored vector (exact for flat and IVF-Flat; None for PQ codes)."""
+        if self.params.kind == "ivfpq":
+            return None
+        if self.params.kind == "flat":
+            return self.index.reconstruct(int(row))
+        ivf = self._ivf
+        invlists = ivf.invlists
+        for list_no in range(ivf.nlist):  # IVF keeps no row -> list map; only for rare use
+            size = invlists.list_size(list_no)
+            if not size:
+                continue
+            ids = faiss.rev_swig_ptr(invlists.get_ids(list_no), size)
+            hit = np.flatnonzero(ids == row)
+            if len(hit):
+                codes = faiss.rev_swig_ptr(invlists.get_codes(list_no), size * ivf.code_size)
+                off = int(hit[0]) * ivf.code_size
+                return np.frombuffer(codes[off : off + ivf.code_size].tobytes(), dtype=np.float32)
+        return None
+
+
+class DeltaSegment:
+    """Vectors upserted since the snapshot, searched exactly (it stays small: compaction folds
+    it into a new base). Rows are reused in place when an image is updated again."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.size = 0
+        self.vectors = np.zeros((0, dim), dtype=np.float32)
+        self.columns = {name: np.zeros(0, dtype=dtype) for name, dtype in COLUMNS.items()}
+        self.alive = np.zeros(0, dtype=bool)
+        self.row: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return int(np.count_nonzero(self.alive[: self.size]))
+
+    def _grow(self, need: int) -> None:
+        cap = len(self.vectors)
+        if need <= cap:
+            return
+        new_cap = max(need, cap * 2, 256)
+        vectors = np.zeros((new_cap, self.dim), dtype=np.float32)
+        vectors[:cap] = self.vectors
+        self.vectors = vectors
+        for name, arr in self.columns.items():
+            grown = np.zeros(new_cap, dtype=arr.dtype)
+            grown[:cap] = arr
+            self.columns[name] = grown
+        alive = np.zeros(new_cap, dtype=bool)
+        alive[:cap] = self.alive
+        self.alive = alive
+
+    def upsert(self, vectors: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+        with self._lock:
+            ids = columns["image_id"]
+            rows = np.empty(len(ids), dtype=np.int64)
+            fresh = 0
+            for i, image_id in enumerate(ids.tolist()):
+                row = self.row.get(image_id)
+                if row is None:
+                    row = self.size + fresh
+                    self.row[image_id] = row
+                    fresh += 1
+                rows[i] = row
+            self._grow(self.size + fresh)
+            self.size += fresh
+            self.vectors[rows] = vectors
+            for name in COLUMNS:
+                self.columns[name][rows] = columns[name]
+            self.alive[rows] = True
+
+    def delete(self, image_ids: np.ndarray) -> None:
+        with self._lock:
+            for image_id in image_ids.tolist():
+                row = self.row.pop(image_id, None)
+                if row is not None:
+                    self.alive[row] = False
+
+    def holds(self, image_id: int) -> bool:
+        return image_id in self.row
+
+    def top(
+        self, query: np.ndarray, k: int, flt: Filter
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Best ``k`` rows kept by ``flt``: (scores best first, copies of their columns)."""
+        with self._lock:
+            n = self.size
+            cols = {name: arr[:n] for name, arr in self.columns.items()}
+            keep = flt.mask(cols) & self.alive[:n]
+            rows = np.flatnonzero(keep)
+            if k <= 0 or not len(rows):
+                return np.zeros(0, np.float32), {c: a[:0].copy() for c, a in cols.items()}
+            scores = (self.vectors[:n] @ query)[rows]
+            if len(rows) > k:
+                top = np.argpartition(-scores, k - 1)[:k]
+            else:
+                top = np.arange(len(rows))
+            top = top[np.argsort(-scores[top], kind="stable")]
+            picked = rows[top]
+            return scores[top].astype(np.float32), {c: a[picked].copy() for c, a in cols.items()}
+
+    def vector(self, image_id: int) -> np.ndarray | None:
+        with self._lock:
+            row = self.row.get(image_id)
+            return None if row is None else self.vectors[row].copy()
+
+    def live_columns(self) -> dict[str, np.ndarray]:
+        """Copies of the columns of the rows alive now."""
+        with self._lock:
+            rows = np.flatnonzero(self.alive[: self.size])
+            return {c: a[rows].copy() for c, a in self.columns.items()}

@@ -1,0 +1,151 @@
+"""Base + delta: the whole vector side of a search, ranked by product, without the database.
+
+``VectorStore.search`` asks both segments for their best image rows under a filter, merges
+them, keeps each product's best image, and widens the image depth until it has the products
+asked for (or there are no more). Ranking is deterministic (score, then newest product), so
+asking deeper returns the same first products: page n of a deeper query equals page n of a
+shallower one.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from .columns import Filter
+from .kinds import EngineError, IndexParams
+from .segments import BaseSegment, DeltaSegment
+
+
+@dataclass(frozen=True)
+class ProductHit:
+    product_id: int
+    image_id: int
+    score: float  # cosine similarity of the product's best image, in [-1, 1]
+
+
+class VectorStore:
+    """A model's vectors in one process: a shared read-only base and a private delta."""
+
+    def __init__(self, dim: int, base: BaseSegment | None = None) -> None:
+        if dim <= 0:
+            raise EngineError(f"dimension must be positive, got {dim}")
+        self.dim = dim
+        self.base = base
+        self.delta = DeltaSegment(dim)
+        self._lock = threading.Lock()
+
+    @property
+    def params(self) -> IndexParams:
+        return self.base.params if self.base is not None else IndexParams(kind="flat")
+
+    def __len__(self) -> int:
+        """Vectors searchable now (active or not)."""
+        base = self.base.size - self.base.n_dead if self.base is not None else 0
+        return base + len(self.delta)
+
+    # -- changes ------------------------------------------------------------------------------
+    def upsert(self, vectors: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+        """Adds or replaces images (their vectors and their product's attributes)."""
+        x = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        ids = np.asarray(columns["image_id"], dtype=np.int64)
+        if len(ids) != len(x):
+            raise EngineError(f"{len(ids)} image ids but {len(x)} vectors")
+        if not len(ids):
+            return
+        with self._lock:
+            if self.base is not None:
+                self.base.kill(self.base.rows_of(ids))
+            self.delta.upsert(x, columns)
+
+    def delete(self, image_ids) -> None:
+        ids = np.asarray(list(image_ids), dtype=np.int64)
+        if not len(ids):
+            return
+        with self._lock:
+            if self.base is not None:
+                self.base.kill(self.base.rows_of(ids))
+            self.delta.delete(ids)
+
+    # -- queries ------------------------------------------------------------------------------
+    def search(self, query: np.ndarray, *, k: int, flt: Filter | None = None) -> list[ProductHit]:
+        """The best ``k`` products for a unit query vector under ``flt``, best first."""
+        flt = flt or Filter()
+        q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
+        if q.shape[0] != self.dim:
+            raise EngineError(f"expected a query of dimension {self.dim}, got {q.shape[0]}")
+        if k <= 0:
+            return []
+        base_mask = self.base.mask(flt) if self.base is not None else None
+        depth = 2 * k + 16  # images; a product with several images needs more than one
+        while True:
+            scores, images, products, exhausted = self._images(q, depth, flt, base_mask)
+            hits = _best_per_product(scores, images, products)
+            if len(hits) >= k or exhausted:
+                return hits[:k]
+            depth *= 4
+
+    def _images(self, q, depth, flt, base_mask):
+        parts_s, parts_i, parts_p = [], [], []
+        exhausted = True
+        if self.base is not None:
+            scores, rows = self.base.search(q, depth, base_mask)
+            exhausted &= len(rows) < depth
+            parts_s.append(scores)
+            parts_i.append(np.asarray(self.base.columns["image_id"][rows]))
+            parts_p.append(np.asarray(self.base.columns["product_id"][rows]))
+        scores, cols = self.delta.top(q, depth, flt)
+        exhausted &= len(scores) < depth
+        parts_s.append(scores)
+        parts_i.append(cols["image_id"])
+        parts_p.append(cols["product_id"])
+        return np.concatenate(parts_s), np.concatenate(parts_i), np.concatenate(parts_p), exhausted
+
+    def count_products(self, flt: Filter | None = None, *, cap: int) -> int:
+        """How many distinct products ``flt`` keeps, counted exactly up to ``cap``."""
+        flt = flt or Filter()
+        parts = []
+        if self.base is not None:
+            rows = np.flatnonzero(self.base.mask(flt))
+            parts.append(np.asarray(self.base.columns["product_id"][rows]))
+        delta = self.delta.live_columns()
+        parts.append(delta["product_id"][flt.mask(delta)])
+        products = np.concatenate(parts)
+        # Most catalogs have a few images a product: the first rows usually settle it.
+        head = np.unique(products[: 8 * cap])
+        if len(head) >= cap or len(products) <= 8 * cap:
+            return min(cap, len(head))
+        return min(cap, len(np.unique(products)))
+
+    def vector_of(self, image_id: int) -> np.ndarray | None:
+        """The stored vector of one image, when this store can give it back exactly."""
+        vec = self.delta.vector(image_id)
+        if vec is not None or self.base is None:
+            return vec
+        row = int(self.base.rows_of(np.array([image_id], dtype=np.int64))[0])
+        return None if row < 0 else self.base.vector(row)
+
+    def image_ids(self) -> np.ndarray:
+        """Every searchable image id, sorted (tests, status)."""
+        parts = [self.delta.live_columns()["image_id"]]
+        if self.base is not None:
+            parts.append(np.asarray(self.base.columns["image_id"])[~self.base.dead])
+        return np.sort(np.concatenate(parts))
+
+
+def _best_per_product(scores, images, products) -> list[ProductHit]:
+    if not len(scores):
+        return []
+    # Best score first; ties: newest product first, then lowest image id (deterministic).
+    order = np.lexsort((images, -products, -scores))
+    _, first = np.unique(products[order], return_index=True)
+    keep = order[np.sort(first)]
+    clipped = np.clip(scores[keep], -1.0, 1.0)
+    return [
+        ProductHit(product_id=int(p), image_id=int(i), score=float(s))
+        for p, i, s in zip(
+            products[keep].tolist(), images[keep].tolist(), clipped.tolist(), strict=True
+        )
+    ]
