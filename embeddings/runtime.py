@@ -13,6 +13,7 @@ from pathlib import Path
 from django.conf import settings
 
 from .encoder import ClipEncoder
+from .engine.fulltext import FullText
 from .sync import LiveIndex, live_index_build, snapshot_path
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,7 @@ _lock = threading.Lock()
 _encoder: ClipEncoder | None = None
 _encoder_key: tuple | None = None
 _live: LiveIndex | None = None
+_fulltext: FullText | None = None
 
 
 def _apply_thread_settings() -> None:
@@ -107,8 +109,31 @@ def set_live_index(live: LiveIndex | None) -> None:
         _live = live
 
 
+def get_fulltext(*, sync: bool = True) -> FullText:
+    """This process's view of the machine's word index (EMBEDDINGS_INDEX_DIR/fulltext), built
+    from the database when there is none; kept up to date at most every EMBEDDINGS_SYNC_INTERVAL
+    (one process on the machine writes it, the others reload)."""
+    global _fulltext
+    root = Path(settings.EMBEDDINGS_INDEX_DIR) / "fulltext"
+    fulltext = _fulltext
+    if fulltext is None or fulltext.root != root:
+        with _lock:
+            fulltext = _fulltext
+            if fulltext is None or fulltext.root != root:
+                if fulltext is not None:
+                    fulltext.close()
+                fulltext = FullText(root)
+                fulltext.sync()
+                _fulltext = fulltext
+    if sync:
+        fulltext.maybe_sync(settings.EMBEDDINGS_SYNC_INTERVAL)
+    return fulltext
+
+
 def reset() -> None:
-    """Forgets the encoder and index of this process (tests; model change)."""
-    global _encoder, _encoder_key, _live
+    """Forgets the encoder and indexes of this process (tests; model change)."""
+    global _encoder, _encoder_key, _live, _fulltext
     with _lock:
-        _encoder = _encoder_key = _live = None
+        if _fulltext is not None:
+            _fulltext.close()  # hands the word index's writer role to another process
+        _encoder = _encoder_key = _live = _fulltext = None
