@@ -1,5 +1,6 @@
-"""Search-quality helpers the search code calls: lexical BM25 over titles, reciprocal rank
-fusion with vector results, and the "no good match" cosine threshold.
+"""Search-quality helpers the search code calls: reciprocal rank fusion of the vector ranking
+with the word ranking (words are ranked by the full-text engine, ``engine/fulltext.py``), and
+the "no good match" cosine threshold.
 
 Plain Python + NumPy (no Django, no torch). Items are identified by any hashable id; rankings
 are sequences of ids, best first.
@@ -7,96 +8,12 @@ are sequences of ids, best first.
 
 from __future__ import annotations
 
-import math
 import random
-import re
 import string
-from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-_TOKEN = re.compile(r"[a-z0-9]+")
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-cased alphanumeric runs: 'Navy-Blue T-Shirt' -> ['navy', 'blue', 't', 'shirt']."""
-    return _TOKEN.findall(text.lower())
-
-
-def stem(token: str) -> str:
-    """A light English plural folding so 'Tshirts' finds 'Tshirt', 'watches' 'Watch' and
-    'accessories' 'Accessory': -ies -> -y, -(s|x|z|ch|sh)es -> drop 'es', -s -> drop it (not
-    -ss, -us, -is). Short tokens and numbers stay as they are.
-    """
-    if len(token) <= 3 or not token.isalpha():
-        return token
-    if token.endswith("ies") and len(token) > 4:
-        return token[:-3] + "y"
-    if token.endswith(("sses", "xes", "zes", "ches", "shes")):
-        return token[:-2]
-    if token.endswith("s") and not token.endswith(("ss", "us", "is")):
-        return token[:-1]
-    return token
-
-
-def terms(text: str) -> list[str]:
-    """The words BM25 matches on: :func:`tokenize`, each folded by :func:`stem`."""
-    return [stem(t) for t in tokenize(text)]
-
-
-def substring_for(term: str) -> str:
-    """A substring every surface form of ``term`` contains, for a database ``icontains``
-    pre-filter: 'accessory' -> 'accessor' (also in 'accessories'); others stay as they are."""
-    return term[:-1] if term.endswith("y") and len(term) > 3 else term
-
-
-class BM25:
-    """Okapi BM25 over a fixed list of documents (e.g. product titles).
-
-    ``scores(query)`` returns one score per document (0 for documents sharing no term);
-    ``rank(query, k)`` the indices of the best ``k`` documents with a positive score, best first
-    (ties broken by document order, so results are deterministic).
-    """
-
-    def __init__(self, documents: Sequence[str], k1: float = 1.2, b: float = 0.75) -> None:
-        self.k1, self.b = k1, b
-        self.docs = [terms(d) for d in documents]
-        self.doc_len = np.array([len(d) for d in self.docs], dtype=np.float64)
-        self.avgdl = float(self.doc_len.mean()) if len(self.docs) else 0.0
-        self.postings: dict[str, list[tuple[int, int]]] = {}
-        for i, toks in enumerate(self.docs):
-            for term, tf in Counter(toks).items():
-                self.postings.setdefault(term, []).append((i, tf))
-        n = len(self.docs)
-        # The "+1" form of IDF stays positive for terms in more than half the documents.
-        self.idf = {
-            t: math.log(1 + (n - len(p) + 0.5) / (len(p) + 0.5)) for t, p in self.postings.items()
-        }
-
-    def __len__(self) -> int:
-        return len(self.docs)
-
-    def scores(self, query: str) -> np.ndarray:
-        out = np.zeros(len(self.docs), dtype=np.float64)
-        if not self.docs:
-            return out
-        norm = self.k1 * (1 - self.b + self.b * self.doc_len / max(self.avgdl, 1e-9))
-        for term in set(terms(query)):
-            postings = self.postings.get(term)
-            if not postings:
-                continue
-            idx = np.fromiter((p[0] for p in postings), dtype=np.int64, count=len(postings))
-            tf = np.fromiter((p[1] for p in postings), dtype=np.float64, count=len(postings))
-            out[idx] += self.idf[term] * tf * (self.k1 + 1) / (tf + norm[idx])
-        return out
-
-    def rank(self, query: str, k: int = 100) -> list[int]:
-        s = self.scores(query)
-        positive = np.flatnonzero(s > 0)
-        order = positive[np.argsort(-s[positive], kind="stable")]
-        return order[:k].tolist()
 
 
 def rrf_fuse(

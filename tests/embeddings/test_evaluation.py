@@ -19,12 +19,10 @@ from embeddings.evaluation import (
     zero_shot_accuracy,
 )
 from embeddings.hybrid import (
-    BM25,
     choose_min_score,
     hybrid_rank,
     random_string_queries,
     rrf_fuse,
-    tokenize,
 )
 
 
@@ -124,48 +122,6 @@ def test_retrieval_report_on_a_perfect_toy_space():
     assert 1 / 3 <= rep["title_mrr"] <= 1.0
     assert rep["zero_shot_type_acc"] == 1.0
     assert rep["zero_shot_classes"] == 2.0
-
-
-def test_tokenize_is_case_insensitive_alphanumeric():
-    assert tokenize("Navy-Blue T-Shirt, 2 PACK") == ["navy", "blue", "t", "shirt", "2", "pack"]
-
-
-def test_plural_folding_matches_singular_and_plural_forms():
-    from embeddings.hybrid import stem, substring_for, terms
-
-    pairs = [
-        ("tshirts", "tshirt"),
-        ("watches", "watch"),
-        ("dresses", "dress"),
-        ("boxes", "box"),
-        ("accessories", "accessory"),
-        ("shoes", "shoe"),
-        ("sunglasses", "sunglass"),
-    ]
-    for plural, singular in pairs:
-        assert stem(plural) == stem(singular) == singular
-        # The database pre-filter's substring is in both surface forms.
-        assert substring_for(stem(plural)) in plural and substring_for(stem(plural)) in singular
-    for kept in ("dress", "glass", "bus", "iris", "42s", "tee"):
-        assert stem(kept) == kept
-    assert terms("Navy-Blue T-Shirts") == ["navy", "blue", "t", "shirt"]
-
-
-def test_bm25_matches_plural_queries_to_singular_titles():
-    titles = ["Men Navy Blue Tshirt", "Women Navy Blue Kurta", "Titan Men Black Watch"]
-    bm = BM25(titles)
-    assert bm.rank("Navy Blue Tshirts")[0] == 0
-    assert bm.rank("watches") == [2]
-
-
-def test_bm25_ranks_rarer_and_more_frequent_terms_higher():
-    docs = ["red shirt", "blue shirt", "red red dress", "green socks"]
-    bm = BM25(docs)
-    assert bm.rank("red dress") == [2, 0]
-    assert bm.rank("shirt")[:2] == [0, 1]  # equal scores keep document order
-    assert bm.rank("purple") == []
-    s = bm.scores("Socks")
-    assert s[3] > 0 and np.count_nonzero(s) == 1
 
 
 def test_rrf_fuse_known_scores_and_ties():

@@ -2,7 +2,7 @@
 
 Encodes the images into a VectorIndex and prints image->image, text->image, title->product and
 zero-shot figures beside those of a random-init model of the same architecture (the floor).
-Optional: hybrid (BM25 + RRF) vs vector-only retrieval, the "no good match" threshold, and
+Optional: hybrid (word ranking + RRF) vs vector-only retrieval, the "no good match" threshold, and
 prompt templates. The maths lives in :mod:`embeddings.evaluation` and :mod:`embeddings.hybrid`.
 """
 
@@ -75,7 +75,9 @@ class Command(BaseCommand):
         parser.add_argument("--threads", type=int, default=2)
         parser.add_argument("--no-floor", action="store_true", help="skip the random-init floor")
         parser.add_argument(
-            "--hybrid", action="store_true", help="also measure BM25 + vector fusion (RRF)"
+            "--hybrid",
+            action="store_true",
+            help="also measure word ranking (the production full-text engine) + vector fusion (RRF)",
         )
         parser.add_argument("--rrf-k", type=int, default=60)
         parser.add_argument(
@@ -247,28 +249,38 @@ class Command(BaseCommand):
         return precision_at_k(rankings, relevant, 10)
 
     def _hybrid(self, encoder, emb, search, titles, types, colours, rrf_k: int) -> dict[str, Any]:
-        """Vector-only vs BM25-only vs RRF fusion (lexical weights 0.5/1/2), same depth for all."""
+        """Vector-only vs words-only vs RRF fusion (lexical weights 0.5/1/2), same depth for all.
+        Words are ranked by the production engine (BM25 in tantivy) over an index of the titles
+        built in a temporary folder; item i is product id i."""
+        import tempfile
+
+        from embeddings.engine.fulltext import ProductDoc, TextIndex
         from embeddings.evaluation import (
             colour_type_queries,
             mean_reciprocal_rank,
             precision_at_k,
             recall_at_k,
         )
-        from embeddings.hybrid import BM25, hybrid_rank
+        from embeddings.hybrid import hybrid_rank
 
-        bm25 = BM25(titles)
         depth = 100
         out: dict[str, Any] = {"rrf_k": rrf_k, "depth": depth}
         targets = list(range(len(titles)))
         title_vec = search(encoder.encode_texts(titles), depth)
-        title_lex = [
-            bm25.rank(t, depth)
-            for t in tqdm(titles, desc="BM25 title queries", unit="q", leave=False)
-        ]
         queries = colour_type_queries(types, colours)
         relevant = [set(q.relevant) for q in queries]
         q_vec = search(encoder.encode_texts([q.text for q in queries]), depth)
-        q_lex = [bm25.rank(q.text, depth) for q in queries]
+        with tempfile.TemporaryDirectory(prefix="evaluate-fulltext-") as tmp:
+            words = TextIndex.build(
+                Path(tmp) / "fulltext",
+                (ProductDoc(product_id=i, title=t or "") for i, t in enumerate(titles)),
+            )
+            title_lex = [
+                words.search(t or "", limit=depth).ids
+                for t in tqdm(titles, desc="word-ranked title queries", unit="q", leave=False)
+            ]
+            q_lex = [words.search(q.text, limit=depth).ids for q in queries]
+            del words  # closes the index files before the folder goes
         variants: dict[str, tuple[list, list]] = {
             "vector": (title_vec, q_vec),
             "bm25": (title_lex, q_lex),
@@ -285,7 +297,7 @@ class Command(BaseCommand):
                 ],
             )
         self.stdout.write(
-            f"hybrid retrieval (BM25 over titles + vector, reciprocal rank fusion k={rrf_k}, depth {depth}):"
+            f"hybrid retrieval (BM25 over titles in the full-text engine + vector, reciprocal rank fusion k={rrf_k}, depth {depth}):"
         )
         for name, (t_rank, q_rank) in variants.items():
             row = {
