@@ -53,9 +53,12 @@ class IndexChange(models.Model):
     class Op(models.TextChoices):
         UPSERT = "upsert", "upsert"
         DELETE = "delete", "delete"
+        # A product's searchable fields changed (title, price, category, active ...) or it was
+        # deleted: its images' filter columns and its full-text entry are re-read.
+        PRODUCT = "product", "product"
 
     # id (auto-increment) is the change sequence number.
-    image_id = models.BigIntegerField(db_index=True)
+    image_id = models.BigIntegerField(db_index=True, null=True, blank=True)
     product_id = models.BigIntegerField(null=True, blank=True)
     # Blank for a delete: a deleted image leaves every model's index.
     model_id = models.CharField(max_length=255, blank=True)
@@ -66,6 +69,8 @@ class IndexChange(models.Model):
         ordering = ["id"]
 
     def __str__(self) -> str:
+        if self.op == self.Op.PRODUCT:
+            return f"#{self.id} product {self.product_id}"
         return f"#{self.id} {self.op} image {self.image_id}"
 
 

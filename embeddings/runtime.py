@@ -5,6 +5,7 @@ Tests call ``reset()`` after changing settings.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -14,7 +15,8 @@ from django.conf import settings
 
 from .encoder import ClipEncoder
 from .engine.fulltext import FullText
-from .sync import LiveIndex, live_index_build, snapshot_path
+from .engine.live import LiveIndex, snapshot_root
+from .engine.snapshot import Snapshot, SnapshotError, current_base, open_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +24,7 @@ _lock = threading.Lock()
 _encoder: ClipEncoder | None = None
 _encoder_key: tuple | None = None
 _live: LiveIndex | None = None
+_preloaded: Snapshot | None = None
 _fulltext: FullText | None = None
 
 
@@ -62,11 +65,18 @@ def model_card(encoder: ClipEncoder | None = None) -> dict:
     path = Path(pretrained)
     for candidate in (path.with_suffix(".card.json"), Path(str(path) + ".card.json")):
         if candidate.is_file():
-            try:
-                return json.loads(candidate.read_text())
-            except (OSError, ValueError):
-                log.warning("Ignoring unreadable model card %s", candidate)
+            return _read_card(candidate, candidate.stat().st_mtime_ns)
     return {}
+
+
+@functools.lru_cache(maxsize=8)
+def _read_card(path: Path, mtime_ns: int) -> dict:
+    # Read once per file version: get_min_score() asks on every text search.
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        log.warning("Ignoring unreadable model card %s", path)
+        return {}
 
 
 def get_min_score() -> float | None:
@@ -81,9 +91,30 @@ def get_min_score() -> float | None:
     return float(value) if value is not None else None
 
 
+def preload_for_fork() -> None:
+    """Run in a pre-forking server's master (gunicorn ``preload_app``): loads the model's weights
+    and opens (verifies and memory-maps) the current index base once, so every worker forked
+    afterwards shares those pages instead of loading its own copy, and starts in well under a
+    second. Opens no database connection and starts no threads (one torch/FAISS thread): what
+    is per-process (the delta sync, the word index, warm-up) happens after the fork."""
+    global _preloaded
+    from django.db import connections
+
+    encoder = get_encoder()
+    model_id, dim = encoder.model_id, encoder.dim
+    path = current_base(snapshot_root(model_id))
+    if path is not None:
+        try:
+            _preloaded = open_snapshot(path, model_id=model_id, dim=dim)
+        except SnapshotError as exc:
+            log.warning("Not preloading index base %s: %s (workers will rebuild it)", path, exc)
+    connections.close_all()
+
+
 def get_live_index(*, sync: bool = True) -> LiveIndex:
-    """This process's index of the configured model: from the snapshot if there is one, else
-    built from the database; then brought up to date (at most every EMBEDDINGS_SYNC_INTERVAL)."""
+    """This process's index of the configured model: the machine's current base (memory-mapped,
+    built from the database when there is none), plus the changes since; then kept up to date
+    (at most every EMBEDDINGS_SYNC_INTERVAL)."""
     global _live
     encoder = get_encoder()
     model_id = encoder.model_id
@@ -92,15 +123,23 @@ def get_live_index(*, sync: bool = True) -> LiveIndex:
         with _lock:
             live = _live
             if live is None or live.model_id != model_id:
-                live = LiveIndex.load(snapshot_path(model_id), model_id=model_id)
-                if live is None or live.dim != encoder.dim:
-                    live = live_index_build(model_id=model_id, dim=encoder.dim)
-                else:
-                    live.sync()
+                live = _open_live(model_id, encoder.dim)
                 _live = live
     if sync:
         live.maybe_sync(settings.EMBEDDINGS_SYNC_INTERVAL)
     return live
+
+
+def _open_live(model_id: str, dim: int) -> LiveIndex:
+    root = snapshot_root(model_id)
+    snap = _preloaded
+    if snap is not None and snap.manifest.get("model_id") == model_id and snap.path.parent == root:
+        # Mapped and verified by the master before the fork; a newer base is switched to at
+        # the first sync.
+        live = LiveIndex(model_id=model_id, dim=dim, root=root, snapshot=snap)
+        live.sync()
+        return live
+    return LiveIndex.open(model_id=model_id, dim=dim, root=root)
 
 
 def set_live_index(live: LiveIndex | None) -> None:
@@ -132,8 +171,8 @@ def get_fulltext(*, sync: bool = True) -> FullText:
 
 def reset() -> None:
     """Forgets the encoder and indexes of this process (tests; model change)."""
-    global _encoder, _encoder_key, _live, _fulltext
+    global _encoder, _encoder_key, _live, _fulltext, _preloaded
     with _lock:
         if _fulltext is not None:
             _fulltext.close()  # hands the word index's writer role to another process
-        _encoder = _encoder_key = _live = _fulltext = None
+        _encoder = _encoder_key = _live = _fulltext = _preloaded = None

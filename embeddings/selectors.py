@@ -15,18 +15,22 @@ from decimal import Decimal
 
 import numpy as np
 from django.conf import settings
-from django.db.models import F, Q
+from django.db.models import F
 from PIL import Image
 
-from catalog.models import Product, ProductImage
+from catalog.models import Category, Product, ProductImage
 from catalog.selectors import product_filter, product_queryset
 
 from . import hybrid, runtime
 from .encoder import l2_normalize
+from .engine.columns import Filter
 from .models import ImageEmbedding
 
 MAX_QUERY_CHARS = 500
 MAX_RESULTS = 1000
+# Hybrid search fuses the first RANK_WINDOW products of the vector and of the word ranking;
+# rankings are computed to max(page end, window), never to MAX_RESULTS by default.
+RANK_WINDOW = settings.EMBEDDINGS_RANK_WINDOW
 
 
 class SearchError(ValueError):
@@ -40,52 +44,83 @@ class ProductHit:
     image_id: int | None
 
 
-class RankedProducts(Sequence):
-    """Ranked search results: cheap ids and scores for the whole ranking, Product rows loaded
-    only for the slice that is shown (a page). Works with Django's Paginator and len()."""
+Row = tuple[int, float, "int | None"]  # (product id, score, best image id or None)
 
-    def __init__(self, ranked: list[tuple[int, float, int]], products_qs) -> None:
-        self._ranked = ranked  # (product id, score, best image id or None), best first
+
+class RankedProducts(Sequence):
+    """Ranked search results, computed only as deep as they are read.
+
+    ``rank(depth)`` returns (rows best first, total): the first ``depth`` rows of the ranking
+    and how many results there are in all (up to MAX_RESULTS). Reading a slice ranks to its end
+    (a page, not a thousand results) and loads Product rows for that slice alone, in one query.
+    Rankings are deterministic, so page n is the same whatever depth was asked before it.
+    Works with Django's Paginator and len().
+    """
+
+    def __init__(self, rank, products_qs) -> None:
+        self._rank = rank
         self._qs = products_qs
+        self._rows: list[Row] = []
+        self._depth = 0
+        self._total: int | None = None
         self._cache: dict[int, Product] = {}
 
+    @classmethod
+    def of(cls, rows: list[Row], products_qs) -> RankedProducts:
+        """A ranking already computed in full."""
+        rows = list(rows)
+        return cls(lambda depth: (rows[:depth], len(rows)), products_qs)
+
+    def _ensure(self, depth: int) -> None:
+        depth = max(0, min(depth, MAX_RESULTS))
+        if self._total is None or (depth > self._depth and len(self._rows) >= self._depth):
+            want = max(depth, RANK_WINDOW)
+            self._rows, total = self._rank(want)
+            self._depth = want
+            self._total = min(MAX_RESULTS, max(total, len(self._rows)))
+
     def __len__(self) -> int:
-        return len(self._ranked)
+        self._ensure(RANK_WINDOW)
+        assert self._total is not None
+        return self._total
 
     def count(self) -> int:  # Paginator prefers count()
-        return len(self._ranked)
+        return len(self)
 
     def __iter__(self):
-        # One query for the whole list, not Sequence's default of one per item.
-        return iter(self._hydrate(self._ranked))
+        return iter(self[0 : len(self)])
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            return self._hydrate(self._ranked[index])
-        return self._hydrate([self._ranked[index]])[0]
+            start, stop, step = index.indices(len(self))
+            self._ensure(stop)
+            return self._hydrate(self._rows[start:stop:step])
+        n = len(self)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError(index)
+        self._ensure(index + 1)
+        return self._hydrate([self._rows[index]])[0]
 
-    def _hydrate(self, rows: list[tuple[int, float, int]]) -> list[ProductHit]:
+    def _hydrate(self, rows: list[Row]) -> list[ProductHit]:
         missing = [pid for pid, _, _ in rows if pid not in self._cache]
         if missing:
             self._cache.update(self._qs.in_bulk(missing))
-        # A product deleted between ranking and loading is simply left out.
+        # A product deleted (or changed to no longer match) since ranking is simply left out.
         return [
             ProductHit(product=self._cache[pid], score=score, image_id=image_id)
             for pid, score, image_id in rows
             if pid in self._cache
         ]
 
-    @property
-    def product_ids(self) -> list[int]:
-        return [pid for pid, _, _ in self._ranked]
+    def rows(self, depth: int = MAX_RESULTS) -> list[Row]:
+        self._ensure(depth)
+        return list(self._rows[:depth])
 
     @property
     def queryset(self):
         return self._qs
-
-    @property
-    def rows(self) -> list[tuple[int, float, int | None]]:
-        return list(self._ranked)
 
 
 class _LRU:
@@ -162,65 +197,60 @@ def query_vector(
     return l2_normalize(np.mean(parts, axis=0))
 
 
+def _engine_filter(
+    *,
+    category: str | None = None,
+    price_min: Decimal | None = None,
+    price_max: Decimal | None = None,
+    exclude_product_ids: frozenset[int] = frozenset(),
+) -> Filter:
+    """The shopper's filters on the engine's columns (a category slug becomes its id)."""
+    category_ids = None
+    if category:
+        category_ids = tuple(Category.objects.filter(slug=category).values_list("id", flat=True))
+    return Filter(
+        category_ids=category_ids,
+        price_min=None if price_min is None else float(price_min),
+        price_max=None if price_max is None else float(price_max),
+        exclude_product_ids=frozenset(exclude_product_ids),
+    )
+
+
+def _vector_rows(live, vector: np.ndarray, flt: Filter, depth: int) -> list[Row]:
+    return [(h.product_id, h.score, h.image_id) for h in live.search(vector, k=depth, flt=flt)]
+
+
 def product_search_by_vector(
     vector: np.ndarray,
     *,
-    limit: int = 100,
+    limit: int = MAX_RESULTS,
     category: str | None = None,
     price_min: Decimal | None = None,
     price_max: Decimal | None = None,
     exclude_product_ids: frozenset[int] = frozenset(),
 ) -> RankedProducts:
-    """Best products for a query vector: at most ``limit``, best first, filters applied.
+    """Best products for a query vector, best first, filters applied inside the index search.
 
-    Ranking touches only ids (FAISS hits, then one image -> product query per 500 hits);
-    Product rows are loaded when a slice of the result is read.
+    Ranking reads only the engine's arrays; Product rows are loaded for the slice that is read.
+    ``limit`` caps the results (at most MAX_RESULTS).
     """
     limit = max(0, min(limit, MAX_RESULTS))
     products = product_filter(
         product_queryset(), category=category, price_min=price_min, price_max=price_max
     )
+    flt = _engine_filter(
+        category=category,
+        price_min=price_min,
+        price_max=price_max,
+        exclude_product_ids=exclude_product_ids,
+    )
     live = runtime.get_live_index()
-    total = len(live)
-    if limit == 0 or total == 0:
-        return RankedProducts([], products)
-    best: dict[int, tuple[float, int]] = {}  # product id -> (score, image id)
-    checked: set[int] = set()
-    k = min(total, max(limit * 4, 64))
-    while True:
-        hits = live.index.search(vector.reshape(1, -1), k)[0]
-        new = [h for h in hits if h.id not in checked]
-        checked.update(h.id for h in new)
-        owners = _image_owners([h.id for h in new], products)
-        for hit in new:
-            product_id = owners.get(hit.id)
-            if product_id is None or product_id in exclude_product_ids:
-                continue
-            if product_id not in best or hit.score > best[product_id][0]:
-                best[product_id] = (hit.score, hit.id)
-        if len(best) >= limit or k >= total:
-            break
-        k = min(total, k * 4)
 
-    ranked = sorted(best.items(), key=lambda item: -item[1][0])[:limit]
-    return RankedProducts([(pid, score, image_id) for pid, (score, image_id) in ranked], products)
+    def rank(depth: int) -> tuple[list[Row], int]:
+        rows = _vector_rows(live, vector, flt, min(depth, limit))
+        return rows, live.count_products(flt, cap=limit)
 
-
-def _image_owners(image_ids: list[int], products) -> dict[int, int]:
-    """image id -> product id, for images whose product passes the filters."""
-    owners: dict[int, int] = {}
-    for start in range(0, len(image_ids), 500):
-        chunk = image_ids[start : start + 500]
-        # Two primary-key lookups, not `product__in=<subquery>`: SQLite plans that subquery as a
-        # scan per row (~150 ms per 500 ids at 3k products, vs ~2 ms this way).
-        pairs = dict(
-            ProductImage.objects.filter(id__in=chunk).order_by().values_list("id", "product_id")
-        )
-        allowed = set(
-            products.filter(id__in=set(pairs.values())).order_by().values_list("id", flat=True)
-        )
-        owners.update((image_id, pid) for image_id, pid in pairs.items() if pid in allowed)
-    return owners
+    return RankedProducts(rank, products)
 
 
 def product_search(
@@ -228,7 +258,7 @@ def product_search(
     text: str | None = None,
     image: Image.Image | None = None,
     image_vec: np.ndarray | None = None,
-    limit: int = 100,
+    limit: int = MAX_RESULTS,
     category: str | None = None,
     price_min: Decimal | None = None,
     price_max: Decimal | None = None,
@@ -238,89 +268,68 @@ def product_search(
     "No good match": when a text-only query's best vector score is below the model's calibrated
     threshold (runtime.get_min_score), the vector results are dropped, so nonsense returns an
     honest empty list. The threshold is about the *best* hit (how it was calibrated), not each
-    hit: a real query keeps its whole ranking. With EMBEDDINGS_HYBRID on, products whose title
-    or SKU contain the query's words are fused in by reciprocal rank fusion (brands, "polo" or a
-    SKU find their product even where the embedding is unsure, and survive the threshold).
+    hit: a real query keeps its whole ranking. With EMBEDDINGS_HYBRID on, products whose words
+    match the query (full-text ranking over the whole catalog) are fused in by reciprocal rank
+    fusion over the first RANK_WINDOW of each ranking; deeper results continue in vector order.
+    A query that is exactly a SKU puts that product first.
     """
     vector = query_vector(text=text, image=image, image_vec=image_vec)
     has_image = image is not None or image_vec is not None
-    filters = {"category": category, "price_min": price_min, "price_max": price_max}
-    ranked = product_search_by_vector(vector, limit=limit, **filters)
+    limit = max(0, min(limit, MAX_RESULTS))
+    products = product_filter(
+        product_queryset(), category=category, price_min=price_min, price_max=price_max
+    )
+    flt = _engine_filter(category=category, price_min=price_min, price_max=price_max)
+    live = runtime.get_live_index()
     min_score = None if has_image else runtime.get_min_score()
-    if min_score is not None and ranked.rows and ranked.rows[0][1] < min_score:
-        ranked = RankedProducts([], ranked.queryset)
     text = normalize_query_text(text)
-    if not text or not settings.EMBEDDINGS_HYBRID:
-        return ranked
-    products = product_filter(product_queryset(), **filters)
-    lexical = product_lexical_ranking(text=text, products=products, limit=max(limit, 1))
-    if not lexical:
-        return ranked
-    fused = hybrid.hybrid_rank(
-        ranked.product_ids,
-        lexical,
-        k=settings.EMBEDDINGS_HYBRID_RRF_K,
-        lexical_weight=settings.EMBEDDINGS_HYBRID_WEIGHT,
-        limit=min(limit, MAX_RESULTS),
-    )
-    # A query that is exactly a SKU is a lookup: that product first, whatever fusion says.
-    exact = set(products.filter(sku__iexact=text).values_list("id", flat=True))
-    if exact:
-        fused = [pid for pid in lexical if pid in exact] + [
-            pid for pid in fused if pid not in exact
-        ]
-    known = {pid: (score, image_id) for pid, score, image_id in ranked.rows}
-    extra = _best_images(vector, [pid for pid in fused if pid not in known])
-    rows = [(pid, *known.get(pid, extra.get(pid, (0.0, None)))) for pid in fused]
-    return RankedProducts(rows, products)
+    words = bool(text) and settings.EMBEDDINGS_HYBRID
+
+    def rank(depth: int) -> tuple[list[Row], int]:
+        depth = min(depth, limit)
+        window = min(RANK_WINDOW, limit)
+        vec = _vector_rows(live, vector, flt, max(depth, window) + window)
+        if min_score is not None and vec and vec[0][1] < min_score:
+            vec = []
+        vec_total = live.count_products(flt, cap=limit) if vec else 0
+        if not words:
+            return vec[:depth], vec_total
+        lexical = runtime.get_fulltext().search(text, flt=flt, limit=window if vec else limit)
+        if not lexical.ids:
+            return vec[:depth], vec_total
+        known = {pid: (score, image_id) for pid, score, image_id in vec}
+        fused = hybrid.hybrid_rank(
+            [pid for pid, _, _ in vec[:window]],
+            lexical.ids[:window],
+            k=settings.EMBEDDINGS_HYBRID_RRF_K,
+            lexical_weight=settings.EMBEDDINGS_HYBRID_WEIGHT,
+        )
+        # A query that is exactly a SKU is a lookup: that product first, whatever fusion says.
+        fused = lexical.exact_sku + [pid for pid in fused if pid not in lexical.exact_sku]
+        seen = set(fused)
+        order = fused + [pid for pid, _, _ in vec if pid not in seen]
+        seen.update(order)
+        order += [pid for pid in lexical.ids if pid not in seen]
+        unscored = [pid for pid in order[: max(depth, window)] if pid not in known]
+        extra = _best_images(live, vector, unscored)
+        rows = [(pid, *known.get(pid, extra.get(pid, (0.0, None)))) for pid in order[:depth]]
+        lexical_only = sum(1 for pid in unscored if pid not in extra)
+        return rows, max(vec_total + lexical_only, len(lexical.ids))
+
+    return RankedProducts(rank, products)
 
 
-LEXICAL_CANDIDATES = 2000
-
-
-def product_lexical_ranking(*, text: str, products, limit: int = 100) -> list[int]:
-    """Product ids whose title or SKU share words with ``text``, best first (BM25 over the
-    candidates; an exact SKU match comes first). Empty when no word matches."""
-    text = normalize_query_text(text)
-    # Plural-folded terms ("tshirts" -> "tshirt"), pre-filtered by a substring every form of the
-    # term contains, so "Tshirts" finds titles saying "Tshirt" and the reverse.
-    tokens = [t for t in dict.fromkeys(hybrid.terms(text)) if len(t) >= 2][:8]
-    if not tokens:
-        return []
-    match = Q(sku__iexact=text)  # SKUs like "TS-0042" tokenise into pieces
-    for token in tokens:
-        part = hybrid.substring_for(token)
-        match |= Q(title__icontains=part) | Q(sku__icontains=part)
-    # No ORDER BY: sorting every match (the model's default order) cost ~250 ms per common word
-    # at 100k products; unordered, the database stops at the cap. Candidates are then put
-    # newest first so BM25 ties break the same way whatever order the database returned.
-    rows = list(
-        products.filter(match).order_by().values_list("id", "title", "sku")[:LEXICAL_CANDIDATES]
-    )
-    rows.sort(key=lambda row: -row[0])
-    if not rows:
-        return []
-    exact_sku = [pid for pid, _, sku in rows if sku.lower() == text.lower()]
-    bm25 = hybrid.BM25([f"{title} {sku}" for _, title, sku in rows])
-    ranked = [rows[i][0] for i in bm25.rank(text, k=limit) if rows[i][0] not in exact_sku]
-    return (exact_sku + ranked)[:limit]
-
-
-def _best_images(vector: np.ndarray, product_ids: list[int]) -> dict[int, tuple[float, int]]:
-    """product id -> (best cosine score, image id) from stored vectors, for products that came
-    from the lexical side only."""
+def _best_images(live, vector: np.ndarray, product_ids: list[int]) -> dict[int, tuple[float, int]]:
+    """product id -> (best cosine score, image id) for products the word side brought in, from
+    the index itself (a search restricted to those products); products with no indexed image
+    are left out."""
     if not product_ids:
         return {}
-    model_id = runtime.get_encoder().model_id
-    rows = ImageEmbedding.objects.filter(
-        image__product_id__in=product_ids, model_id=model_id
-    ).values_list("image__product_id", "image_id", "vector")
-    best: dict[int, tuple[float, int]] = {}
-    for product_id, image_id, blob in rows:
-        score = float(np.frombuffer(bytes(blob), dtype="<f4") @ vector)
-        if product_id not in best or score > best[product_id][0]:
-            best[product_id] = (score, image_id)
-    return best
+    only = Filter(product_ids=frozenset(product_ids))
+    return {
+        h.product_id: (h.score, h.image_id)
+        for h in live.search(vector, k=len(product_ids), flt=only)
+    }
 
 
 def product_vector(*, product_id: int) -> np.ndarray | None:
@@ -361,7 +370,7 @@ def product_similar(
     """ "More like this": products whose images look like this product's images."""
     vector = product_vector(product_id=product_id)
     if vector is None:
-        return RankedProducts([], Product.objects.none())
+        return RankedProducts.of([], Product.objects.none())
     return product_search_by_vector(
         vector,
         limit=limit,

@@ -19,8 +19,8 @@ from catalog.models import ProductImage
 
 from . import runtime
 from .encoder import ClipEncoder, ImageDecodeError, load_image
+from .engine.live import LiveIndex, base_build
 from .models import ImageEmbedding, IndexChange, IndexChangePrune
-from .sync import LiveIndex, live_index_build
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,19 @@ def image_index_remove(*, image_id: int, product_id: int | None) -> None:
     IndexChange.objects.create(image_id=image_id, product_id=product_id, op=IndexChange.Op.DELETE)
 
 
+def product_index_touch(*, product_id: int) -> None:
+    """Records that a product's searchable fields changed (or it was deleted): every serving
+    index re-reads its filter columns and words at the next sync."""
+    IndexChange.objects.create(product_id=product_id, op=IndexChange.Op.PRODUCT)
+
+
+def products_index_touch(*, product_ids: Iterable[int]) -> int:
+    """``product_index_touch`` for many products (a category renamed or deleted)."""
+    rows = [IndexChange(product_id=pid, op=IndexChange.Op.PRODUCT) for pid in product_ids]
+    IndexChange.objects.bulk_create(rows, batch_size=1000)
+    return len(rows)
+
+
 def images_enqueue(*, image_ids: Iterable[int], force: bool = False) -> int:
     """Marks images pending and queues their embedding once the transaction commits."""
     from .tasks import image_embed_task
@@ -182,21 +195,33 @@ def images_reembed_all(
 
 
 def index_rebuild(*, kind: str | None = None, progress: bool = True) -> LiveIndex:
-    """Rebuilds the configured model's index from the database and writes a snapshot."""
+    """Builds a new base of the configured model's index from the database (the snapshot every
+    serving process on this machine switches to at its next sync) and serves from it here; and
+    rebuilds the word index of every product."""
     encoder = runtime.get_encoder()
-    live = live_index_build(
-        model_id=encoder.model_id, dim=encoder.dim, kind=kind, progress=progress
-    )
-    live.save()
+    base_build(model_id=encoder.model_id, dim=encoder.dim, kind=kind, progress=progress)
+    live = LiveIndex.open(model_id=encoder.model_id, dim=encoder.dim)
     runtime.set_live_index(live)
+    runtime.get_fulltext(sync=False).rebuild(progress=progress)  # the word side, from scratch
     return live
 
 
-def index_snapshot_write() -> Path:
-    """Brings this process's index up to date and writes it atomically (with its sequence)."""
+def index_snapshot_write(*, force: bool = False) -> Path | None:
+    """Compaction: when enough changed since the current base (EMBEDDINGS_COMPACT_CHANGES images,
+    or anything and the base is older than EMBEDDINGS_COMPACT_AGE), builds a new base from the
+    stored vectors. Returns the new base, or None when the current one is still good."""
     live = runtime.get_live_index(sync=False)
     live.sync()
-    return live.save()
+    changed = live.delta_size()
+    due = changed >= settings.EMBEDDINGS_COMPACT_CHANGES or (
+        changed and live.base_age() >= settings.EMBEDDINGS_COMPACT_AGE
+    )
+    if not (force or due):
+        return None
+    encoder = runtime.get_encoder()
+    path = base_build(model_id=encoder.model_id, dim=encoder.dim, kind=None)
+    live.sync()  # switches to the new base
+    return path
 
 
 @dataclass(frozen=True)

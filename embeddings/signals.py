@@ -4,10 +4,10 @@ deleted images leave the index. (The catalog never imports this app.)"""
 from __future__ import annotations
 
 from django.db import transaction
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import post_delete, post_save, pre_delete
 from django.dispatch import receiver
 
-from catalog.models import ProductImage
+from catalog.models import Category, Product, ProductImage
 
 from . import services
 
@@ -33,3 +33,31 @@ def image_deleted(sender, instance: ProductImage, **kwargs):
     if name:
         # Remove the file only once the row is really gone.
         transaction.on_commit(lambda: storage.delete(name))
+
+
+@receiver(post_save, sender=Product, dispatch_uid="embeddings.product_saved")
+def product_saved(sender, instance: Product, raw=False, **kwargs):
+    if raw:
+        return
+    # Price, category, active flag and words live in the index beside the vectors.
+    services.product_index_touch(product_id=instance.id)
+
+
+@receiver(post_delete, sender=Product, dispatch_uid="embeddings.product_deleted")
+def product_deleted(sender, instance: Product, **kwargs):
+    services.product_index_touch(product_id=instance.id)
+
+
+@receiver(post_save, sender=Category, dispatch_uid="embeddings.category_saved")
+def category_saved(sender, instance: Category, created: bool, raw=False, **kwargs):
+    if raw or created:
+        return
+    # Its name is among its products' words.
+    services.products_index_touch(product_ids=instance.products.values_list("id", flat=True))
+
+
+@receiver(pre_delete, sender=Category, dispatch_uid="embeddings.category_deleted")
+def category_deleted(sender, instance: Category, **kwargs):
+    # Its products lose their category by an UPDATE that sends no signal: note them now (the
+    # rows are read after the commit, when they no longer have it).
+    services.products_index_touch(product_ids=instance.products.values_list("id", flat=True))

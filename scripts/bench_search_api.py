@@ -106,7 +106,7 @@ def main() -> None:
     live = runtime.get_live_index()
     print(
         f"Model: {label}. Catalog: {report.created} new / {report.unchanged} unchanged products from "
-        f"{args.dataset} in {import_s:.0f}s; index {len(live)} vectors ({live.index.params.kind}); workdir {workdir}"
+        f"{args.dataset} in {import_s:.0f}s; index {len(live)} vectors ({live.params.kind}); workdir {workdir}"
     )
 
     client = Client()

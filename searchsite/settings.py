@@ -182,8 +182,17 @@ EMBEDDINGS_MIN_SCORE = (
 EMBEDDINGS_HYBRID = env_bool("EMBEDDINGS_HYBRID", True)
 EMBEDDINGS_HYBRID_WEIGHT = env_float("EMBEDDINGS_HYBRID_WEIGHT", 1.0)
 EMBEDDINGS_HYBRID_RRF_K = env_int("EMBEDDINGS_HYBRID_RRF_K", 60)
-# Index type: flat (exact), ivf (approximate, trained at rebuild), or auto (ivf from
-# EMBEDDINGS_IVF_THRESHOLD vectors up). See `make bench` for speed and recall of each.
+# Products of each ranking (vectors, words) fused by hybrid search; rankings are computed to
+# max(page end, this), not to the 1000-result cap.
+EMBEDDINGS_RANK_WINDOW = env_int("EMBEDDINGS_RANK_WINDOW", 100)
+# Compaction (celery beat's snapshot_index): a new base is built from the stored vectors when
+# this many images changed since the current one, or it is older than EMBEDDINGS_COMPACT_AGE
+# seconds and anything changed. Until then processes carry the changes as a small delta.
+EMBEDDINGS_COMPACT_CHANGES = env_int("EMBEDDINGS_COMPACT_CHANGES", 5000)
+EMBEDDINGS_COMPACT_AGE = env_float("EMBEDDINGS_COMPACT_AGE", 3600.0)
+# Index type: flat (exact), ivf (IVF-Flat with an HNSW coarse quantizer), ivfpq (IVF with PQ
+# codes: the memory-saving option), or auto (ivf from EMBEDDINGS_IVF_THRESHOLD vectors up).
+# See `make bench` for speed, recall and memory of each.
 EMBEDDINGS_INDEX_KIND = os.environ.get("EMBEDDINGS_INDEX_KIND", "auto")
 EMBEDDINGS_IVF_THRESHOLD = env_int("EMBEDDINGS_IVF_THRESHOLD", 200_000)
 EMBEDDINGS_IVF_NLIST = env_int("EMBEDDINGS_IVF_NLIST", 0)  # 0: 4*sqrt(n)

@@ -92,4 +92,6 @@ class Filter:
             keep &= cols["price"] <= self.price_max
         if self.exclude_product_ids:
             keep &= ~np.isin(cols["product_id"], np.fromiter(self.exclude_product_ids, np.int64))
+        if self.product_ids is not None:
+            keep &= np.isin(cols["product_id"], np.fromiter(self.product_ids, np.int64))
         return keep

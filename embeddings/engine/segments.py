@@ -53,8 +53,6 @@ class BaseSegment:
         self.n_dead = 0
         self._version = 0
         self._alive_cache: tuple[int, np.ndarray] | None = None
-        if params.kind != "flat":
-            self._ivf = faiss.extract_index_ivf(index)
 
     # rows are sorted by image id when a base is built, so finding one is a binary search
     def rows_of(self, image_ids: np.ndarray) -> np.ndarray:
@@ -131,26 +129,6 @@ class BaseSegment:
         del keep_alive
         valid = rows[0] >= 0  # FAISS pads with -1 when it found fewer than k
         return scores[0][valid], rows[0][valid]
-
-    def vector(self, row: int) -> np.ndarray | None:
-        """A row's stored vector (exact for flat and IVF-Flat; None for PQ codes)."""
-        if self.params.kind == "ivfpq":
-            return None
-        if self.params.kind == "flat":
-            return self.index.reconstruct(int(row))
-        ivf = self._ivf
-        invlists = ivf.invlists
-        for list_no in range(ivf.nlist):  # IVF keeps no row -> list map; only for rare use
-            size = invlists.list_size(list_no)
-            if not size:
-                continue
-            ids = faiss.rev_swig_ptr(invlists.get_ids(list_no), size)
-            hit = np.flatnonzero(ids == row)
-            if len(hit):
-                codes = faiss.rev_swig_ptr(invlists.get_codes(list_no), size * ivf.code_size)
-                off = int(hit[0]) * ivf.code_size
-                return np.frombuffer(codes[off : off + ivf.code_size].tobytes(), dtype=np.float32)
-        return None
 
 
 class DeltaSegment:
@@ -233,11 +211,6 @@ class DeltaSegment:
             top = top[np.argsort(-scores[top], kind="stable")]
             picked = rows[top]
             return scores[top].astype(np.float32), {c: a[picked].copy() for c, a in cols.items()}
-
-    def vector(self, image_id: int) -> np.ndarray | None:
-        with self._lock:
-            row = self.row.get(image_id)
-            return None if row is None else self.vectors[row].copy()
 
     def live_columns(self) -> dict[str, np.ndarray]:
         """Copies of the columns of the rows alive now."""

@@ -119,14 +119,6 @@ class VectorStore:
             return min(cap, len(head))
         return min(cap, len(np.unique(products)))
 
-    def vector_of(self, image_id: int) -> np.ndarray | None:
-        """The stored vector of one image, when this store can give it back exactly."""
-        vec = self.delta.vector(image_id)
-        if vec is not None or self.base is None:
-            return vec
-        row = int(self.base.rows_of(np.array([image_id], dtype=np.int64))[0])
-        return None if row < 0 else self.base.vector(row)
-
     def image_ids(self) -> np.ndarray:
         """Every searchable image id, sorted (tests, status)."""
         parts = [self.delta.live_columns()["image_id"]]

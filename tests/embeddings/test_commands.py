@@ -12,8 +12,9 @@ from django.core.management import CommandError, call_command
 
 from catalog.models import Product, ProductImage
 from embeddings import runtime
+from embeddings.engine.live import snapshot_root
+from embeddings.engine.snapshot import current_base
 from embeddings.models import ImageEmbedding
-from embeddings.sync import snapshot_path
 from tests.conftest import make_image
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -145,15 +146,17 @@ def test_rebuild_snapshot_and_status(catalog):
     run("import_catalog", "--csv", str(catalog))
     out, _ = run("rebuild_index", "--kind", "flat")
     model_id = runtime.get_encoder().model_id
-    assert "2 vectors" in out and str(snapshot_path(model_id)) in out
-    snapshot_path(model_id).unlink()
+    first = current_base(snapshot_root(model_id))
+    assert "2 vectors" in out and str(first) in out
     out, _ = run("snapshot_index")
-    assert snapshot_path(model_id).is_file() and "2 vectors" in out
+    assert "nothing written" in out and current_base(snapshot_root(model_id)) == first
+    out, _ = run("snapshot_index", "--force")
+    assert current_base(snapshot_root(model_id)) != first and "2 vectors" in out
     out, _ = run("index_status", "--json")
     status = json.loads(out)
     assert status["images"] == {"pending": 0, "indexed": 2, "failed": 0}
     assert status["index_size"] == 2 and status["model_id"] == model_id
-    assert status["snapshot"] == str(snapshot_path(model_id))
+    assert status["snapshot"] == str(current_base(snapshot_root(model_id)))
     out, _ = run("index_status")
     assert "2 indexed" in out
 
@@ -170,10 +173,12 @@ def test_prune_index_changes_keeps_search_whole(catalog):
     out, _ = run("prune_index_changes")
     assert "nothing to prune" in out
     IndexChange.objects.update(created_at=timezone.now() - timedelta(days=30))
+    logged = IndexChange.objects.count()  # two images and their two products
     out, _ = run("prune_index_changes", "--days", "7", "--dry-run")
-    assert "Would delete 2 change-log rows" in out and IndexChange.objects.count() == 2
+    assert f"Would delete {logged} change-log rows" in out
+    assert IndexChange.objects.count() == logged == 4
     out, _ = run("prune_index_changes", "--days", "7")
-    assert "Deleted 2 change-log rows" in out and "snapshot_index" in out
+    assert f"Deleted {logged} change-log rows" in out and "snapshot_index" in out
     assert IndexChange.objects.count() == 0
     runtime.reset()  # a new process: starts from the snapshot, which covers the pruned rows
     status = json.loads(run("index_status", "--json")[0])

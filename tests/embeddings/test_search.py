@@ -185,28 +185,30 @@ def test_lexical_matches_respect_filters_and_the_threshold_still_hides_nonsense(
     assert len(selectors.product_search(text="qwzx blorf", limit=5)) == 0
 
 
-def test_lexical_ranking_prefers_more_matching_words():
-    from catalog.selectors import product_queryset
+def words(text):
+    """The word side of hybrid search, as product_search asks it."""
+    from embeddings.engine.columns import Filter
 
+    return runtime.get_fulltext().search(text, flt=Filter(), limit=100).ids
+
+
+def test_lexical_ranking_prefers_more_matching_words():
     one = product("Red shirt", [(COLOURS[0], "circle")])
     two = product("Red giraffe shirt", [(COLOURS[1], "circle")])
     product("Blue bag", [(COLOURS[2], "circle")])
-    ranking = selectors.product_lexical_ranking(text="giraffe shirt", products=product_queryset())
+    ranking = words("giraffe shirt")
     assert ranking[:2] == [two.id, one.id] and len(ranking) == 2
-    assert selectors.product_lexical_ranking(text="a", products=product_queryset()) == []
+    assert words("zq") == []
 
 
 def test_lexical_ranking_folds_plurals_both_ways():
-    from catalog.selectors import product_queryset
-
     tee = product("Men Navy Blue Tshirt", [(COLOURS[0], "circle")])
     watches = product("Watches gift set", [(COLOURS[1], "circle")])
     bag = product("Accessories pouch", [(COLOURS[2], "circle")])
     product("Blue bag", [(COLOURS[3], "circle")])
-    rank = lambda text: selectors.product_lexical_ranking(text=text, products=product_queryset())  # noqa: E731
-    assert rank("navy tshirts")[0] == tee.id  # plural query, singular title
-    assert rank("watch") == [watches.id]  # singular query, plural title
-    assert rank("accessory") == [bag.id]  # -y against -ies
+    assert words("navy tshirts")[0] == tee.id  # plural query, singular title
+    assert words("watch") == [watches.id]  # singular query, plural title
+    assert words("accessory") == [bag.id]  # -y against -ies
 
 
 def test_min_score_judges_the_best_hit_not_each_hit(settings):
@@ -224,3 +226,47 @@ def test_min_score_judges_the_best_hit_not_each_hit(settings):
     ]
     settings.EMBEDDINGS_MIN_SCORE = scores[0] + 1e-3
     assert len(selectors.product_search(text="a tee", limit=10)) == 0
+
+
+@pytest.mark.parametrize("hybrid", [False, True])
+def test_deep_pages_are_consistent_with_one_deep_ranking(settings, hybrid, monkeypatch):
+    """Rankings are computed to the page asked for, not to the 1000-result cap; page after page
+    must still be exactly the slices of one deep ranking (no product twice, none skipped)."""
+    settings.EMBEDDINGS_HYBRID = hybrid
+    settings.EMBEDDINGS_MIN_SCORE = -1
+    monkeypatch.setattr(selectors, "RANK_WINDOW", 4)
+    for i in range(30):
+        colour = tuple((37 * i + 60 * j) % 230 + 20 for j in range(3))
+        product(f"{'Striped' if i % 3 else 'Plain'} tee {i}", [(colour, "stripes")])
+    deep = [h.product.id for h in selectors.product_search(text="striped tee", limit=1000)[0:30]]
+    assert len(deep) == len(set(deep)) == 30
+    paged = []
+    for start in range(0, 30, 7):
+        fresh = selectors.product_search(text="striped tee", limit=1000)  # a new request
+        paged += [h.product.id for h in fresh[start : start + 7]]
+        assert len(fresh) == 30
+    assert paged == deep
+
+
+def test_product_field_changes_reach_filters_without_re_embedding(settings):
+    """Price, category and the active flag live beside the vectors; an edit (or a category's
+    deletion) is applied by the next sync, with no new vector computed."""
+    settings.EMBEDDINGS_HYBRID = False
+    shirts, bags = CategoryFactory(name="Shirts"), CategoryFactory(name="Bags")
+    item = product("Tee", [(COLOURS[0], "circle")], category=shirts, price=Decimal("10"))
+    other = product("Bag", [(COLOURS[1], "circle")], category=bags, price=Decimal("50"))
+    q = query(COLOURS[0])
+    ids = lambda **kw: [h.product.id for h in selectors.product_search(image=q, limit=9, **kw)]  # noqa: E731
+    assert ids(category="shirts") == [item.id]
+    embedded = item.images.get().embeddings.get().updated_at
+
+    item.category, item.price = bags, Decimal("60")
+    item.save()
+    assert set(ids(category="bags")) == {item.id, other.id} and ids(category="shirts") == []
+    assert ids(price_min=Decimal("55")) == [item.id]
+    item.is_active = False
+    item.save()
+    assert ids() == [other.id]
+    bags.delete()  # products keep existing, without a category
+    assert ids(category="bags") == [] and ids() == [other.id]
+    assert item.images.get().embeddings.get().updated_at == embedded, "no re-embedding"

@@ -101,7 +101,7 @@ def test_deleting_a_product_removes_its_images_from_search(django_capture_on_com
         )
     image_ids = set(product.images.values_list("id", flat=True))
     live = runtime.get_live_index()
-    assert set(live.index.ids().tolist()) == image_ids
+    assert set(live.store.image_ids().tolist()) == image_ids
     files = [img.image.name for img in product.images.all()]
     with django_capture_on_commit_callbacks(execute=True):
         catalog_services.product_delete(product=product)

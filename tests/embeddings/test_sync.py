@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from embeddings import runtime
-from embeddings.index import VectorIndex
+from embeddings.engine.changes import pruned_through
+from embeddings.engine.live import LiveIndex, base_build, snapshot_root
 from embeddings.models import ImageEmbedding, IndexChange
-from embeddings.sync import LiveIndex, live_index_build, snapshot_path
 from tests.factories import ProductImageFactory
 
 pytestmark = pytest.mark.django_db
@@ -38,13 +38,29 @@ def put(image, seed, model=MODEL, change_id=None):
     )
 
 
-def empty_live():
-    return LiveIndex(model_id=MODEL, index=VectorIndex(DIM))
+@pytest.fixture
+def root(tmp_path):
+    return tmp_path / "model-a"
+
+
+def empty_live(root=None):
+    """A process that has no base yet: everything it serves comes from the change log."""
+    return LiveIndex(model_id=MODEL, dim=DIM, root=root or snapshot_root(MODEL), snapshot=None)
+
+
+def build(root, dim=DIM):
+    """A base written from the database, opened the way a serving process opens it."""
+    base_build(model_id=MODEL, dim=dim, root=root)
+    return LiveIndex.open(model_id=MODEL, dim=dim, root=root)
+
+
+def ids(live):
+    return sorted(live.store.image_ids().tolist())
 
 
 def top(live, seed):
-    hits = live.index.search(vec(seed), 1)[0]
-    return hits[0].id if hits else None
+    hits = live.search(vec(seed), k=1)
+    return hits[0].image_id if hits else None
 
 
 def test_sync_applies_adds_updates_and_deletes_as_deltas(no_auto_embed):
@@ -52,7 +68,7 @@ def test_sync_applies_adds_updates_and_deletes_as_deltas(no_auto_embed):
     a, b = ProductImageFactory(), ProductImageFactory()
     put(a, 1)
     put(b, 2)
-    assert live.sync() == 2
+    assert live.sync() >= 2
     assert len(live) == 2 and top(live, 2) == b.id
     put(b, 3)  # update: b now looks like seed 3
     assert live.sync() == 1
@@ -60,7 +76,7 @@ def test_sync_applies_adds_updates_and_deletes_as_deltas(no_auto_embed):
     b_id = b.id
     b.delete()  # signal records the delete
     assert live.sync() == 1
-    assert len(live) == 1 and b_id not in live.index.ids()
+    assert len(live) == 1 and b_id not in ids(live)
     assert live.sync() == 0, "nothing new: no work"
 
 
@@ -70,9 +86,8 @@ def test_vectors_of_another_model_never_enter_the_index(no_auto_embed):
     put(a, 1)
     put(b, 2, model="model-b")
     live.sync()
-    assert live.index.ids().tolist() == [a.id]
-    built = live_index_build(model_id=MODEL, dim=DIM)
-    assert built.index.ids().tolist() == [a.id]
+    assert ids(live) == [a.id]
+    assert ids(build(snapshot_root(MODEL))) == [a.id]
 
 
 def test_a_change_committed_late_with_a_lower_id_is_still_applied(no_auto_embed):
@@ -83,24 +98,25 @@ def test_a_change_committed_late_with_a_lower_id_is_still_applied(no_auto_embed)
     # b's transaction took id first+1 but commits after c's (id first+2): simulate the order.
     put(c, 3, change_id=first.id + 2)
     live.sync()
-    assert first.id + 1 in live.gaps
-    assert b.id not in live.index.ids()
+    assert first.id + 1 in live.cursor.gaps
+    assert b.id not in ids(live)
     put(b, 2, change_id=first.id + 1)
     live.sync()
     # (Ids below `first` are gaps too on PostgreSQL, whose sequences outlive rolled-back tests.)
-    assert b.id in live.index.ids() and first.id + 1 not in live.gaps
+    assert b.id in ids(live) and first.id + 1 not in live.cursor.gaps
     assert live.seq == first.id + 2
 
 
 def test_gaps_expire(no_auto_embed, monkeypatch):
     live = empty_live()
     a = ProductImageFactory()
-    put(a, 1, change_id=5)
+    put(a, 1, change_id=50)
     live.sync()
-    assert set(live.gaps) == {1, 2, 3, 4}
-    monkeypatch.setattr("embeddings.sync.GAP_TIMEOUT_S", -1.0)
+    written = set(IndexChange.objects.values_list("id", flat=True))  # the product's own change
+    assert set(live.cursor.gaps) == set(range(1, 50)) - written
+    monkeypatch.setattr("embeddings.engine.changes.GAP_TIMEOUT_S", -1.0)
     live.sync()
-    assert live.gaps == {}
+    assert live.cursor.gaps == {}
 
 
 def test_upsert_whose_vector_was_deleted_meanwhile_is_removed(no_auto_embed):
@@ -114,46 +130,75 @@ def test_upsert_whose_vector_was_deleted_meanwhile_is_removed(no_auto_embed):
     assert len(live) == 0
 
 
-def test_snapshot_then_delta_restores_the_same_index(no_auto_embed, tmp_path):
+def test_snapshot_then_delta_restores_the_same_index(no_auto_embed, root):
     images = [ProductImageFactory() for _ in range(5)]
     for i, img in enumerate(images):
         put(img, i)
-    live = live_index_build(model_id=MODEL, dim=DIM)
-    path = live.save(tmp_path / "snap.index")
+    live = build(root)
     # After the snapshot: one add, one delete.
     extra = ProductImageFactory()
     put(extra, 99)
     gone = images[0].id
     images[0].delete()
-    restored = LiveIndex.load(path, model_id=MODEL)
+    restored = LiveIndex(
+        model_id=MODEL, dim=DIM, root=root, snapshot=open_current(root)
+    )  # a new process, before its first sync
     assert restored.seq == live.seq and len(restored) == 5
-    assert restored.sync() == 2, "only the delta since the snapshot is read"
-    assert sorted(restored.index.ids().tolist()) == sorted([i.id for i in images[1:]] + [extra.id])
-    assert gone not in restored.index.ids()
+    assert restored.sync() == 3, "only the changes since the snapshot are read"
+    assert ids(restored) == sorted([i.id for i in images[1:]] + [extra.id])
+    assert gone not in ids(restored)
 
 
-def test_snapshot_of_another_model_or_damaged_file_is_ignored(no_auto_embed, tmp_path):
+def open_current(root, model=MODEL, dim=DIM):
+    from embeddings.engine.snapshot import current_base, open_snapshot
+
+    return open_snapshot(current_base(root), model_id=model, dim=dim)
+
+
+def test_damaged_or_foreign_base_is_set_aside_and_rebuilt(no_auto_embed, root):
+    from embeddings.engine.snapshot import SnapshotError, current_base
+
     a = ProductImageFactory()
     put(a, 1)
-    live = live_index_build(model_id=MODEL, dim=DIM)
-    path = live.save(tmp_path / "snap.index")
-    assert LiveIndex.load(path, model_id="model-b") is None
-    path.write_bytes(b"garbage")
-    assert LiveIndex.load(path, model_id=MODEL) is None
-    assert LiveIndex.load(tmp_path / "missing.index", model_id=MODEL) is None
+    build(root)
+    with pytest.raises(SnapshotError, match="holds model"):
+        open_current(root, model="model-b")
+    with pytest.raises(SnapshotError, match="dimension"):
+        open_current(root, dim=DIM + 1)
+    damaged = current_base(root)
+    data = bytearray((damaged / "index.faiss").read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 8] = b"\xff" * 8  # same size, other bytes
+    (damaged / "index.faiss").write_bytes(bytes(data))
+    with pytest.raises(SnapshotError, match="checksum"):
+        open_current(root)
+    live = LiveIndex.open(model_id=MODEL, dim=DIM, root=root)  # what a starting process does
+    assert ids(live) == [a.id] and top(live, 1) == a.id
+    assert live.base_path != damaged and not damaged.exists()
+    assert list(root.glob(f"{damaged.name}.damaged-*")), "kept aside for a post-mortem"
 
 
-def test_build_rejects_vectors_of_the_wrong_dimension(no_auto_embed):
+def test_truncated_base_is_refused(no_auto_embed, root):
+    from embeddings.engine.snapshot import SnapshotError, current_base
+
+    put(ProductImageFactory(), 1)
+    build(root)
+    path = current_base(root) / "product_id.npy"
+    path.write_bytes(path.read_bytes()[:-8])
+    with pytest.raises(SnapshotError, match="bytes"):
+        open_current(root)
+
+
+def test_build_rejects_vectors_of_the_wrong_dimension(no_auto_embed, root):
     a = ProductImageFactory()
     put(a, 1)
     with pytest.raises(ValueError, match="reembed"):
-        live_index_build(model_id=MODEL, dim=DIM + 1)
+        build(root, dim=DIM + 1)
 
 
-def test_snapshot_file_name_is_per_model(settings, tmp_path):
+def test_snapshot_folder_is_per_model(settings, tmp_path):
     settings.EMBEDDINGS_INDEX_DIR = tmp_path
-    assert snapshot_path("m/a") != snapshot_path("m/b")
-    assert snapshot_path("m/a").parent == tmp_path
+    assert snapshot_root("m/a") != snapshot_root("m/b")
+    assert snapshot_root("m/a").parent == tmp_path
 
 
 def test_serving_process_starts_from_snapshot_and_picks_up_new_uploads(
@@ -166,11 +211,11 @@ def test_serving_process_starts_from_snapshot_and_picks_up_new_uploads(
     services.index_rebuild(progress=False)
     runtime.reset()  # a new process
     live = runtime.get_live_index()
-    assert live.index.ids().tolist() == [first.id]
+    assert ids(live) == [first.id] and live.base_path is not None
     with django_capture_on_commit_callbacks(execute=True):
         second = ProductImageFactory()
     live = runtime.get_live_index()  # sync interval is 0 in tests
-    assert sorted(live.index.ids().tolist()) == sorted([first.id, second.id])
+    assert sorted(ids(live)) == sorted([first.id, second.id])
 
 
 # -- pruning the change log -------------------------------------------------------------------
@@ -190,7 +235,6 @@ def test_prune_deletes_only_old_rows_and_records_the_point(no_auto_embed):
 
     from embeddings import services
     from embeddings.models import IndexChangePrune
-    from embeddings.sync import pruned_through
 
     old = [ProductImageFactory() for _ in range(3)]
     for i, img in enumerate(old):
@@ -198,6 +242,7 @@ def test_prune_deletes_only_old_rows_and_records_the_point(no_auto_embed):
     age(10)
     fresh = ProductImageFactory()
     newest = put(fresh, 9)
+    IndexChange.objects.filter(op="product").delete()  # only the image changes matter here
     vectors_before = ImageEmbedding.objects.count()
 
     dry = services.index_changes_prune(older_than=timedelta(days=7), dry_run=True)
@@ -207,7 +252,8 @@ def test_prune_deletes_only_old_rows_and_records_the_point(no_auto_embed):
     done = services.index_changes_prune(older_than=timedelta(days=7))
     assert (done.deleted, done.kept) == (3, 1)
     assert list(IndexChange.objects.values_list("id", flat=True)) == [newest.id]
-    assert pruned_through() == done.pruned_through == newest.id - 1
+    assert pruned_through() == done.pruned_through
+    assert done.pruned_through < newest.id
     assert IndexChangePrune.objects.get().deleted == 3
     assert ImageEmbedding.objects.count() == vectors_before, "vectors are never pruned"
     # Nothing older than the cutoff is left: a second prune is a no-op without a new marker.
@@ -215,7 +261,7 @@ def test_prune_deletes_only_old_rows_and_records_the_point(no_auto_embed):
     assert IndexChangePrune.objects.count() == 1
 
 
-def test_index_behind_the_pruned_point_rebuilds_and_misses_no_delete(no_auto_embed, tmp_path):
+def test_index_behind_the_pruned_point_rebuilds_and_misses_no_delete(no_auto_embed, root):
     from datetime import timedelta
 
     from embeddings import services
@@ -223,8 +269,8 @@ def test_index_behind_the_pruned_point_rebuilds_and_misses_no_delete(no_auto_emb
     a, b, c = ProductImageFactory(), ProductImageFactory(), ProductImageFactory()
     for i, img in enumerate([a, b, c]):
         put(img, i)
-    stale = live_index_build(model_id=MODEL, dim=DIM)
-    path = stale.save(tmp_path / "old.index")
+    stale = build(root)
+    old_base = stale.base_path
     # After the snapshot: b leaves the catalog and d arrives; then those rows are pruned.
     b_id = b.id
     b.delete()
@@ -232,43 +278,41 @@ def test_index_behind_the_pruned_point_rebuilds_and_misses_no_delete(no_auto_emb
     put(d, 7)
     age(30)
     services.index_changes_prune(older_than=timedelta(days=7))
-    assert IndexChange.objects.count() == 0
+    assert IndexChange.objects.filter(op="upsert").count() == 0
 
-    for live in (stale, LiveIndex.load(path, model_id=MODEL)):
-        assert sorted(live.index.ids().tolist()) == sorted([a.id, b_id, c.id])
-        live.sync()  # the delta is gone: rebuilt from the stored vectors instead
-        assert sorted(live.index.ids().tolist()) == sorted([a.id, c.id, d.id])
-        assert top(live, 7) == d.id
-        # Afterwards it syncs deltas as usual, without rebuilding again.
-        index_object = live.index
-        e = ProductImageFactory()
-        put(e, 8)
-        assert live.sync() == 1 and live.index is index_object and top(live, 8) == e.id
-        ImageEmbedding.objects.filter(image=e).delete()
-        e.delete()
+    assert ids(stale) == sorted([a.id, b_id, c.id])
+    stale.sync()  # the delta is gone: a new base is built from the stored vectors instead
+    assert ids(stale) == sorted([a.id, c.id, d.id]) and stale.base_path != old_base
+    assert top(stale, 7) == d.id
+    # Afterwards it syncs deltas as usual, without rebuilding again.
+    base = stale.base_path
+    e = ProductImageFactory()
+    put(e, 8)
+    stale.sync()
+    assert stale.base_path == base and top(stale, 8) == e.id
 
 
-def test_index_built_after_a_prune_emptied_the_log_does_not_rebuild_forever(no_auto_embed):
+def test_index_built_after_a_prune_emptied_the_log_does_not_rebuild_forever(no_auto_embed, root):
     from datetime import timedelta
 
     from embeddings import services
-    from embeddings.sync import pruned_through
 
     a = ProductImageFactory()
     put(a, 1)
     age(30)
     services.index_changes_prune(older_than=timedelta(days=7))
-    live = live_index_build(model_id=MODEL, dim=DIM)
-    assert live.seq == pruned_through() and not live.gaps
-    index_object = live.index
-    assert live.sync() == 0 and live.index is index_object
-    assert live.index.ids().tolist() == [a.id]
+    live = build(root)
+    assert live.seq >= pruned_through() and not live.cursor.gaps
+    base = live.base_path
+    live.sync()
+    assert live.base_path == base and ids(live) == [a.id]
 
 
 def test_daily_prune_task_follows_the_setting(no_auto_embed, settings):
     from embeddings.tasks import index_changes_prune_task
 
     put(ProductImageFactory(), 1)
+    IndexChange.objects.filter(op="product").delete()
     age(10)
     settings.EMBEDDINGS_CHANGE_LOG_DAYS = 0  # pruning switched off
     assert index_changes_prune_task() == 0 and IndexChange.objects.count() == 1

@@ -1,6 +1,6 @@
 """PostgreSQL: change ids are handed out at INSERT time but become visible at COMMIT. A change
 whose transaction commits *after* a later-numbered one must still reach every index (the gap
-tracking in embeddings/sync.py)."""
+tracking in embeddings/engine/changes.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 from django.db import connection, transaction
 
-from embeddings.index import VectorIndex
+from embeddings.engine.live import LiveIndex
 from embeddings.models import ImageEmbedding, IndexChange
-from embeddings.sync import LiveIndex
 from tests.factories import ProductImageFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -38,14 +37,14 @@ def write_vector(image, seed: int) -> IndexChange:
 
 
 def top(live: LiveIndex, seed: int) -> int | None:
-    hits = live.index.search(vec(seed), 1)[0]
-    return hits[0].id if hits else None
+    hits = live.search(vec(seed), k=1)
+    return hits[0].image_id if hits else None
 
 
-def test_a_change_committed_after_a_later_one_is_still_applied(postgres_db, monkeypatch):
+def test_a_change_committed_after_a_later_one_is_still_applied(postgres_db, monkeypatch, tmp_path):
     monkeypatch.setattr("embeddings.services.images_enqueue", lambda **kw: 0)  # vectors by hand
     slow, fast = ProductImageFactory(), ProductImageFactory()
-    live = LiveIndex(model_id=MODEL, index=VectorIndex(DIM))
+    live = LiveIndex(model_id=MODEL, dim=DIM, root=tmp_path, snapshot=None)
     live.sync()
 
     took_id, may_commit, done = threading.Event(), threading.Event(), threading.Event()
@@ -74,9 +73,9 @@ def test_a_change_committed_after_a_later_one_is_still_applied(postgres_db, monk
 
         live.sync()  # sees the later change; the earlier id is a gap, not lost
         assert top(live, 2) == fast.id
-        assert slow.id not in live.index.ids()
+        assert slow.id not in live.store.image_ids()
         assert live.seq == fast_change.id
-        assert slow_change["id"] in live.gaps
+        assert slow_change["id"] in live.cursor.gaps
     finally:
         may_commit.set()
         thread.join(30)
@@ -85,5 +84,5 @@ def test_a_change_committed_after_a_later_one_is_still_applied(postgres_db, monk
     applied = live.sync()
     assert applied == 1, "only the late change is read again"
     assert top(live, 1) == slow.id
-    assert slow_change["id"] not in live.gaps
-    assert sorted(live.index.ids().tolist()) == sorted([slow.id, fast.id])
+    assert slow_change["id"] not in live.cursor.gaps
+    assert sorted(live.store.image_ids().tolist()) == sorted([slow.id, fast.id])

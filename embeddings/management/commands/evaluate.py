@@ -159,13 +159,15 @@ class Command(BaseCommand):
 
     @staticmethod
     def _index_search(emb: np.ndarray):
-        from embeddings.index import VectorIndex
+        import faiss
 
-        index = VectorIndex(emb.shape[1])
-        index.add(np.arange(len(emb)), emb)
+        index = faiss.IndexFlatIP(emb.shape[1])  # exact: figures are about the model alone
+        index.add(np.ascontiguousarray(emb, dtype=np.float32))
 
         def search(queries: np.ndarray, k: int) -> list[list[int]]:
-            return [[h.id for h in hits] for hits in index.search(queries, k)]
+            q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, emb.shape[1])
+            _, ids = index.search(q, min(k, len(emb)))
+            return [[int(i) for i in row if i >= 0] for row in ids]
 
         return index, search
 
@@ -333,7 +335,8 @@ class Command(BaseCommand):
         nonsense = list(UNRELATED_QUERIES) + random_string_queries(200, seed=0)
 
         def top1(texts: list[str]) -> list[float]:
-            return [hits[0].score for hits in index.search(encoder.encode_texts(texts), 1)]
+            scores, _ = index.search(np.ascontiguousarray(encoder.encode_texts(texts)), 1)
+            return [float(s) for s in scores[:, 0]]
 
         real_scores, junk_scores = top1(real), top1(nonsense)
         choice = choose_min_score(real_scores, junk_scores, min_real_kept=0.95)

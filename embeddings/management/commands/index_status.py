@@ -10,8 +10,8 @@ from django.db.models import Max
 from catalog.models import ProductImage
 from embeddings import runtime, selectors
 from embeddings.encoder import ModelLoadError
+from embeddings.engine.changes import pruned_through
 from embeddings.models import ImageEmbedding, IndexChange
-from embeddings.sync import pruned_through, snapshot_path
 
 
 class Command(BaseCommand):
@@ -37,18 +37,18 @@ class Command(BaseCommand):
             raise CommandError(
                 f"{exc}\nFix the model settings, then run index_status again."
             ) from exc
-        path = snapshot_path(model_id)
         info = {
             "model_id": model_id,
             "dim": live.dim,
             "images": counts,
             "vectors_of_this_model": ImageEmbedding.objects.filter(model_id=model_id).count(),
             "index_size": len(live),
-            "index_kind": live.index.params.kind,
+            "index_kind": live.params.kind,
+            "index_delta": live.delta_size(),
             "index_seq": live.seq,
             "db_seq": max(IndexChange.objects.aggregate(m=Max("id"))["m"] or 0, pruned_through()),
             "change_log_pruned_through": pruned_through(),
-            "snapshot": str(path) if path.is_file() else None,
+            "snapshot": str(live.base_path) if live.base_path else None,
         }
         if failed:
             info["failed"] = list(
@@ -65,7 +65,8 @@ class Command(BaseCommand):
         )
         self.stdout.write(
             f"Index:    {info['index_size']} vectors ({info['index_kind']}), sequence {live.seq} "
-            f"of {info['db_seq']}; {info['vectors_of_this_model']} vectors of this model in the database"
+            f"of {info['db_seq']}; {info['index_delta']} changed since the base; "
+            f"{info['vectors_of_this_model']} vectors of this model in the database"
         )
         self.stdout.write(
             f"Snapshot: {info['snapshot'] or 'none yet (run manage.py snapshot_index)'}"

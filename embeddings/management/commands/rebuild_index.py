@@ -6,15 +6,14 @@ from django.core.management.base import BaseCommand, CommandError
 
 from embeddings import services
 from embeddings.encoder import ModelLoadError
-from embeddings.index import KINDS
-from embeddings.sync import snapshot_path
+from embeddings.engine.kinds import KINDS
 
 
 class Command(BaseCommand):
     help = (
         "Rebuilds the search index of the configured model from the vectors stored in the database "
-        "and writes a snapshot. Safe to run at any time; serving processes pick the snapshot up on "
-        "their next start and keep syncing deltas meanwhile."
+        "and writes it as the machine's new shared base. Safe to run at any time: serving processes "
+        "switch to it at their next sync (within EMBEDDINGS_SYNC_INTERVAL)."
     )
 
     def add_arguments(self, parser):
@@ -22,7 +21,8 @@ class Command(BaseCommand):
             "--kind",
             choices=[*KINDS, "auto"],
             default=None,
-            help="flat (exact), ivf (approximate, trained now) or auto (by catalog size). "
+            help="flat (exact), ivf (approximate, trained now), ivfpq (compressed, approximate) "
+            "or auto (by catalog size). "
             "Default: EMBEDDINGS_INDEX_KIND.",
         )
 
@@ -35,10 +35,9 @@ class Command(BaseCommand):
             ) from exc
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
-        path = snapshot_path(live.model_id)
         self.stdout.write(
             self.style.SUCCESS(
-                f"Index rebuilt: {len(live)} vectors, kind {live.index.params.kind}, sequence {live.seq}, "
-                f"model {live.model_id}\nSnapshot: {path}"
+                f"Index rebuilt: {len(live)} vectors, kind {live.params.kind}, sequence {live.seq}, "
+                f"model {live.model_id}\nSnapshot: {live.base_path}"
             )
         )
