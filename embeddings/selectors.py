@@ -44,7 +44,8 @@ class ProductHit:
     image_id: int | None
 
 
-Row = tuple[int, float, "int | None"]  # (product id, score, best image id or None)
+# (product id, score, best image id or None); a score of None is filled in when shown
+Row = tuple[int, "float | None", "int | None"]
 
 
 class RankedProducts(Sequence):
@@ -57,9 +58,12 @@ class RankedProducts(Sequence):
     Works with Django's Paginator and len().
     """
 
-    def __init__(self, rank, products_qs) -> None:
+    def __init__(self, rank, products_qs, *, score=None) -> None:
         self._rank = rank
         self._qs = products_qs
+        # Rows may come without a score (products the word side brought in): ``score(ids)``
+        # gives {product id: (score, image id)} for the ones actually shown.
+        self._score = score
         self._rows: list[Row] = []
         self._depth = 0
         self._total: int | None = None
@@ -107,6 +111,13 @@ class RankedProducts(Sequence):
         missing = [pid for pid, _, _ in rows if pid not in self._cache]
         if missing:
             self._cache.update(self._qs.in_bulk(missing))
+        unscored = [pid for pid, score, _ in rows if score is None]
+        if unscored and self._score is not None:
+            found = self._score(unscored)
+            rows = [
+                (pid, *found.get(pid, (0.0, None))) if score is None else (pid, score, image_id)
+                for pid, score, image_id in rows
+            ]
         # A product deleted (or changed to no longer match) since ranking is simply left out.
         return [
             ProductHit(product=self._cache[pid], score=score, image_id=image_id)
@@ -310,13 +321,16 @@ def product_search(
         order = fused + [pid for pid, _, _ in vec if pid not in seen]
         seen.update(order)
         order += [pid for pid in lexical.ids if pid not in seen]
-        unscored = [pid for pid in order[: max(depth, window)] if pid not in known]
-        extra = _best_images(live, vector, unscored)
-        rows = [(pid, *known.get(pid, extra.get(pid, (0.0, None)))) for pid in order[:depth]]
-        lexical_only = sum(1 for pid in unscored if pid not in extra)
-        return rows, max(vec_total + lexical_only, len(lexical.ids))
+        rows = [(pid, *known.get(pid, (None, None))) for pid in order[:depth]]
+        # Products with no indexed image (found by their words alone) add to the vector count;
+        # without a vector side, the word matches are the results.
+        extra = len(set(lexical.ids) - known.keys()) if not vec else 0
+        return rows, max(vec_total + extra, len(lexical.ids))
 
-    return RankedProducts(rank, products)
+    def score(product_ids: list[int]) -> dict[int, tuple[float, int]]:
+        return _best_images(live, vector, product_ids)
+
+    return RankedProducts(rank, products, score=score)
 
 
 def _best_images(live, vector: np.ndarray, product_ids: list[int]) -> dict[int, tuple[float, int]]:
