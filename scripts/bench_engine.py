@@ -156,6 +156,10 @@ def main() -> None:
     load1 = os.getloadavg()
     print(f"load average: start {load0[0]:.2f}, end {load1[0]:.2f}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
+    # Other sizes measured earlier stay in the file (the report shows 100k and 1M side by side).
+    if args.json.is_file():
+        kept = [r for r in json.loads(args.json.read_text())["rows"] if r["n"] not in args.sizes]
+        rows_out = kept + rows_out
     args.json.write_text(
         json.dumps(
             {"meta": {"loadavg_start": load0, "loadavg_end": load1}, "rows": rows_out}, indent=1

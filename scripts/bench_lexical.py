@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import shutil
 import statistics
@@ -232,6 +233,21 @@ def main() -> None:
         f"{statistics.mean(precision):.3f}"
     )
     shutil.rmtree(tmp, ignore_errors=True)
+    # Merged by size into one file that scripts/bench_report.py puts in the summary table.
+    out = ROOT / "var" / "bench" / "results-lexical.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results = json.loads(out.read_text()) if out.is_file() else {}
+    colour = latency[("colour type", "no filter")]
+    results[str(args.products)] = {
+        "build_s": build_s,
+        "size_mb": size_mb,
+        "sync_1000_ms": sync_ms,
+        "colour_type_p10": statistics.mean(precision),
+        "colour_type_p50_ms": statistics.median(colour),
+        "colour_type_p99_ms": percentile(colour, 0.99),
+        "loadavg": os.getloadavg(),
+    }
+    out.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
