@@ -17,7 +17,12 @@ database (shopsearch_bench_<n>), created with the project's migrations and fille
 marker row keeps it for the next run while n, seed, model id and data version are unchanged, so
 the 1M load is paid once (--reload forces a new load). The index is rebuilt on every run.
 
+The server processes get the caller's environment with the bench's own settings on top, so a
+knob such as EMBEDDINGS_IVF_NPROBE=16 or GUNICORN_THREADS=2 in front of the command reaches them.
+Logs of each size: var/bench/<n>/{manage,gunicorn,celery}.log.
+
     python scripts/bench_e2e.py --sizes 100000 1000000 [--pg-url URL] [--workers 4] [--quick]
+    python scripts/bench_e2e.py --sizes 1000000 --load-only   # pay the 1M load ahead of time
 """
 
 from __future__ import annotations
@@ -693,14 +698,13 @@ class QueryPool:
             return out
 
 
-def measure_size(args, n: int, data, data_tag: str, mid: str) -> dict:
+def server_env(args, n: int) -> tuple[dict, Path]:
+    """The environment of every process of one size: the caller's environment (so other knobs,
+    e.g. EMBEDDINGS_IVF_NPROBE or GUNICORN_THREADS, reach the server) with these set."""
     size_dir = VAR / str(n)
     size_dir.mkdir(parents=True, exist_ok=True)
     (size_dir / "static").mkdir(exist_ok=True)
-    log = size_dir / "manage.log"
-    log.write_text("")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EMBEDDINGS_", "CELERY_"))}
+    env = {k: v for k, v in os.environ.items() if k not in ("CELERY_TASK_ALWAYS_EAGER",)}
     env.update(
         DJANGO_SETTINGS_MODULE="searchsite.settings",
         DATA_DIR=str(size_dir),
@@ -715,11 +719,19 @@ def measure_size(args, n: int, data, data_tag: str, mid: str) -> dict:
         LOG_LEVEL="WARNING",
         CELERY_BROKER_URL=args.redis_url,
         DATABASE_CONN_MAX_AGE=str(args.conn_max_age),
-        GUNICORN_BIND=f"127.0.0.1:{port}",
+        GUNICORN_BIND=f"127.0.0.1:{free_port()}",
         GUNICORN_WORKERS=str(args.workers),
         # The code of this checkout, also for a copy of it run with another checkout's venv.
         PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
     )
+    return env, size_dir
+
+
+def measure_size(args, n: int, data, data_tag: str, mid: str) -> dict:
+    env, size_dir = server_env(args, n)
+    port = int(env["GUNICORN_BIND"].rsplit(":", 1)[1])
+    log = size_dir / "manage.log"
+    log.write_text("")
     res: dict = {"size": n, "workers": args.workers}
     res.update(ensure_database(args, n, env, data, data_tag, mid, log))
     url = env["DATABASE_URL"]
@@ -1316,6 +1328,9 @@ def main() -> None:
         help="DATABASE_CONN_MAX_AGE of the server (the documented production value)",
     )
     parser.add_argument("--reload", action="store_true", help="load the databases again")
+    parser.add_argument(
+        "--load-only", action="store_true", help="only create/load the databases, measure nothing"
+    )
     parser.add_argument("--start-timeout", type=float, default=300.0)
     parser.add_argument("--rebuild-timeout", type=float, default=3600.0)
     parser.add_argument("--upload-timeout", type=float, default=30.0)
@@ -1360,6 +1375,10 @@ def main() -> None:
     tables = []
     for n in args.sizes:
         say(f"=== {n:,} products ===")
+        if args.load_only:
+            env, size_dir = server_env(args, n)
+            ensure_database(args, n, env, data, data_tag, mid, size_dir / "manage.log")
+            continue
         try:
             res = measure_size(args, n, data, data_tag, mid)
         except Exception as exc:  # noqa: BLE001 - report it, go on with the next size
@@ -1373,6 +1392,8 @@ def main() -> None:
         RESULTS.write_text(json.dumps(report, indent=1, default=str))
         if len(args.sizes) > 1:
             print_table(res, rows)  # all of them again at the end
+    if args.load_only:
+        return
     report["loadavg_end"] = os.getloadavg()
     RESULTS.write_text(json.dumps(report, indent=1, default=str))
 
