@@ -107,13 +107,20 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 
 def load_image(
-    source: bytes | str | os.PathLike[str] | BinaryIO, *, max_pixels: int = 40_000_000
+    source: bytes | str | os.PathLike[str] | BinaryIO,
+    *,
+    max_pixels: int = 40_000_000,
+    min_side: int | None = None,
 ) -> Image.Image:
     """Decodes an image robustly into 8-bit RGB.
 
     Applies the EXIF orientation; palette, RGBA/LA (composited on white), CMYK, 16-bit and
     grayscale images all become RGB. Raises ImageDecodeError with a readable reason for anything
     that is not a readable image or decodes to more than ``max_pixels`` pixels.
+
+    ``min_side``: the image is only needed this large (a model's input is much smaller than a
+    photo): a JPEG is then decoded at a reduced scale whose sides are still at least this (DCT
+    scaling: an 800x800 photo for a 64-px model decodes at 400x400, ~3x faster).
     """
     try:
         if isinstance(source, bytes | bytearray):
@@ -132,6 +139,8 @@ def load_image(
                         f"Image is {width}x{height} pixels; the limit is {max_pixels:,} pixels. "
                         "Resize it and upload again."
                     )
+                if min_side and img.format == "JPEG":
+                    img.draft("RGB", (min_side, min_side))
                 img.load()
                 img = ImageOps.exif_transpose(img)
                 return _to_rgb(img)
@@ -231,6 +240,19 @@ class ClipEncoder:
         size = getattr(self._model.visual, "image_size", 224)
         return int(size[0] if isinstance(size, tuple | list) else size)
 
+    @property
+    def decode_side(self) -> int:
+        """How large an image needs to be decoded for this model (``load_image(min_side=)``):
+        4x the input size, so the final resize still averages over many pixels."""
+        return 4 * self.image_size
+
+    def _shrink(self, img: Image.Image) -> Image.Image:
+        # Preprocessing resizes the shortest side to image_size with a bicubic filter whose cost
+        # grows with the source: an integer box reduction to >= 2x that size first makes an
+        # 800x800 photo's preprocessing ~10x cheaper for the same pixels in the end.
+        factor = min(img.size) // (2 * self.image_size)
+        return img.reduce(factor) if factor >= 2 else img
+
     # -- loading ----------------------------------------------------------------------------
     def _ensure_loaded(self) -> None:
         if self._model is not None:
@@ -288,7 +310,7 @@ class ClipEncoder:
             for start in range(0, len(images), self.batch_size):
                 batch = torch.stack(
                     [
-                        self._preprocess(img.convert("RGB"))
+                        self._preprocess(self._shrink(img.convert("RGB")))
                         for img in images[start : start + self.batch_size]
                     ]
                 ).to(self.spec.device)

@@ -9,6 +9,7 @@ from django.template.defaultfilters import filesizeformat
 
 from catalog.selectors import category_list
 
+from . import runtime
 from .encoder import ImageDecodeError, load_image
 from .selectors import MAX_QUERY_CHARS
 
@@ -123,7 +124,11 @@ class PhotoSearchForm(FilterForm):
                 "Crop it or upload a smaller photo."
             )
         try:
-            return load_image(upload, max_pixels=settings.MAX_IMAGE_PIXELS)
+            return load_image(
+                upload,
+                max_pixels=settings.MAX_IMAGE_PIXELS,
+                min_side=runtime.get_encoder().decode_side,
+            )
         except ImageDecodeError as exc:
             raise forms.ValidationError(str(exc)) from exc
 

@@ -86,7 +86,9 @@ def images_embed(
             outcomes.append(EmbedOutcome(image_id, "skipped"))
             continue
         try:
-            pil = load_image(data, max_pixels=settings.MAX_IMAGE_PIXELS)
+            pil = load_image(
+                data, max_pixels=settings.MAX_IMAGE_PIXELS, min_side=encoder.decode_side
+            )
         except ImageDecodeError as exc:
             _mark(image_id, ProductImage.IndexStatus.FAILED, str(exc))
             outcomes.append(EmbedOutcome(image_id, "failed", str(exc)))

@@ -11,6 +11,7 @@ from catalog.api.serializers import ProductSerializer
 from catalog.validators import validate_upload_size
 from searchsite.api import MAX_PAGE_SIZE, ApiError
 
+from .. import runtime
 from ..encoder import ImageDecodeError, load_image
 
 DEFAULT_PAGE_SIZE = 24
@@ -31,7 +32,11 @@ class QueryImageField(serializers.FileField):
         except DjangoValidationError as exc:
             raise ApiError(exc.messages[0], code="file_too_large", status_code=413) from None
         try:
-            return load_image(file, max_pixels=settings.MAX_IMAGE_PIXELS)
+            return load_image(
+                file,
+                max_pixels=settings.MAX_IMAGE_PIXELS,
+                min_side=runtime.get_encoder().decode_side,
+            )
         except ImageDecodeError as exc:
             raise ApiError(str(exc), code="invalid_image") from None
 

@@ -131,3 +131,31 @@ def test_serving_processes_use_the_configured_thread_counts(settings):
         assert faiss.omp_get_max_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_large_photo_is_decoded_and_shrunk_only_as_far_as_the_model_needs(
+    tiny_checkpoint, tmp_path
+):
+    """JPEG DCT scaling and a box reduction make big query photos cheap; the vector of the big
+    photo stays that of the same picture at a modest size."""
+    import io
+
+    from PIL import Image
+
+    from embeddings import runtime
+    from embeddings.encoder import load_image
+
+    encoder = runtime.get_encoder()
+    side = encoder.decode_side
+    assert side == 4 * encoder.image_size
+    big = Image.new("RGB", (1600, 1200), (200, 30, 30))
+    big.paste((20, 20, 220), (400, 300, 1200, 900))
+    buf = io.BytesIO()
+    big.save(buf, "JPEG", quality=95)
+    decoded = load_image(buf.getvalue(), min_side=side)
+    assert min(decoded.size) >= side and decoded.size[0] < 1600, decoded.size
+    assert load_image(buf.getvalue()).size == (1600, 1200), "without min_side: full size"
+    small = big.resize((4 * side * 4 // 3, 4 * side))
+    a = encoder.encode_images([decoded])[0]
+    b = encoder.encode_images([small])[0]
+    assert float(a @ b) > 0.98
