@@ -721,7 +721,7 @@ def run_pg(pg: Pg, n: int, x, queries: Queries, truth: Truth, args, reduced, bas
                 load_s + gist_s,
                 pg.size("cubes") / n,
                 m,
-                note=f"GiST build {gist_s:.0f} s; first query {buffers} of {pages} index pages",
+                note=f"GiST build {gist_s:.0f} s; one query's {buffers} (index: {pages} pages)",
             )
         )
     if "pgvector" in args.approaches:
