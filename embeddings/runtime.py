@@ -9,6 +9,7 @@ import functools
 import json
 import logging
 import threading
+import time
 from pathlib import Path
 
 from django.conf import settings
@@ -25,6 +26,7 @@ _encoder: ClipEncoder | None = None
 _encoder_key: tuple | None = None
 _live: LiveIndex | None = None
 _preloaded: Snapshot | None = None
+_sync_thread: threading.Thread | None = None
 _fulltext: FullText | None = None
 
 
@@ -126,8 +128,44 @@ def get_live_index(*, sync: bool = True) -> LiveIndex:
                 live = _open_live(model_id, encoder.dim)
                 _live = live
     if sync:
-        live.maybe_sync(settings.EMBEDDINGS_SYNC_INTERVAL)
+        _keep_in_step(live)
     return live
+
+
+def _keep_in_step(index) -> None:
+    """Brings ``index`` (the vector or the word index) up to date at most every
+    EMBEDDINGS_SYNC_INTERVAL. A serving process does it in one background thread, so no
+    shopper's request waits for the change log; with an interval of 0 (tests, one-off
+    commands) it happens here, before the caller reads."""
+    interval = settings.EMBEDDINGS_SYNC_INTERVAL
+    if interval <= 0:
+        index.maybe_sync(interval)
+        return
+    global _sync_thread
+    thread = _sync_thread
+    if thread is None or not thread.is_alive():
+        with _lock:
+            if _sync_thread is None or not _sync_thread.is_alive():
+                index.maybe_sync(interval)  # the first reader gets a fresh index
+                _sync_thread = threading.Thread(target=_sync_loop, name="index-sync", daemon=True)
+                _sync_thread.start()
+
+
+def _sync_loop() -> None:
+    from django.db import connections
+
+    while True:
+        time.sleep(max(settings.EMBEDDINGS_SYNC_INTERVAL, 0.05))
+        for index in (_live, _fulltext):
+            if index is None:
+                continue
+            try:
+                index.maybe_sync(0)
+            except Exception:  # the database is away, say: try again next round
+                log.exception(
+                    "Index sync failed; retrying in %.1f s", settings.EMBEDDINGS_SYNC_INTERVAL
+                )
+                connections.close_all()
 
 
 def _open_live(model_id: str, dim: int) -> LiveIndex:
@@ -165,7 +203,7 @@ def get_fulltext(*, sync: bool = True) -> FullText:
                 fulltext.sync()
                 _fulltext = fulltext
     if sync:
-        fulltext.maybe_sync(settings.EMBEDDINGS_SYNC_INTERVAL)
+        _keep_in_step(fulltext)
     return fulltext
 
 

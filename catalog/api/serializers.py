@@ -100,6 +100,47 @@ class ProductSerializer(serializers.ModelSerializer):
     def get_currency(self, obj: Product) -> str:
         return settings.SHOP_CURRENCY
 
+    def to_representation(self, obj: Product) -> dict:
+        # The same JSON as ModelSerializer's field-by-field walk (a test compares the two), built
+        # directly: a search page serialises 24 products with their images and this was a fifth
+        # of a search request's CPU.
+        fields = self.fields
+        category = obj.category
+        request = self.context.get("request")
+        images = []
+        for image in obj.images.all():
+            url = image.image.url if image.image else None
+            images.append(
+                {
+                    "id": image.id,
+                    "url": request.build_absolute_uri(url) if request and url else url,
+                    "position": image.position,
+                    "alt_text": image.alt_text,
+                    "index_status": image.index_status,
+                    "index_error": image.index_error,
+                }
+            )
+        return {
+            "id": obj.id,
+            "title": obj.title,
+            "description": obj.description,
+            "price": None if obj.price is None else fields["price"].to_representation(obj.price),
+            "currency": settings.SHOP_CURRENCY,
+            "sku": obj.sku,
+            "is_active": obj.is_active,
+            "category": None
+            if category is None
+            else {"id": category.id, "name": category.name, "slug": category.slug},
+            "url": self.get_url(obj),
+            "images": images,
+            "created_at": fields["created_at"].to_representation(obj.created_at),
+            "updated_at": fields["updated_at"].to_representation(obj.updated_at),
+        }
+
+    def full_representation(self, obj: Product) -> dict:
+        """ModelSerializer's own representation (what ``to_representation`` must equal)."""
+        return super().to_representation(obj)
+
     def get_url(self, obj: Product) -> str | None:
         try:
             path = obj.get_absolute_url()

@@ -108,7 +108,9 @@ class SearchQueryEchoSerializer(serializers.Serializer):
 
 
 class SearchResponseSerializer(serializers.Serializer):
-    count = serializers.IntegerField(help_text="Products in the ranked result (at most 1000).")
+    count = serializers.IntegerField(
+        help_text="Products the query can return: those matching the filters (at most 1000)."
+    )
     next = serializers.URLField(allow_null=True)
     previous = serializers.URLField(allow_null=True)
     query = SearchQueryEchoSerializer()

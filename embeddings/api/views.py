@@ -31,7 +31,7 @@ from .serializers import (
 )
 
 TAG = "search"
-# The ranked list is computed up to this depth and paged in memory, so `count` is exact up to it.
+# The most results a search returns; each request ranks only as deep as the page it reads.
 SEARCH_DEPTH = selectors.MAX_RESULTS
 
 

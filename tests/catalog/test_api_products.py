@@ -86,6 +86,24 @@ def test_product_json_has_the_documented_shape(anon):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("with_request", [True, False])
+def test_product_json_fast_path_equals_the_model_serializer(with_request):
+    from rest_framework.request import Request
+    from rest_framework.test import APIRequestFactory
+
+    from catalog.api.serializers import ProductSerializer
+
+    full = ProductFactory(category=CategoryFactory(name="Bags"), price=Decimal("12.5"))
+    ProductImageFactory(product=full, position=1, alt_text="side")
+    ProductImageFactory(product=full, position=0)
+    bare = ProductFactory(category=None, price=None, description="")
+    context = {"request": Request(APIRequestFactory().get("/"))} if with_request else {}
+    for product in Product.objects.filter(id__in=[full.id, bare.id]).prefetch_related("images"):
+        serializer = ProductSerializer(context=context)
+        assert serializer.to_representation(product) == serializer.full_representation(product)
+
+
+@pytest.mark.django_db
 def test_list_is_public_paginated_and_hides_inactive_products(anon):
     ProductFactory.create_batch(3)
     ProductFactory(is_active=False)
