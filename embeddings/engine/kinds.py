@@ -52,7 +52,7 @@ def choose_params(
     kind: str = "auto",
     ivf_threshold: int = 200_000,
     nlist: int = 0,
-    nprobe: int = 32,
+    nprobe: int = 64,
     pq_m: int = 0,
 ) -> IndexParams:
     """Exact search below ``ivf_threshold`` vectors, IVF above it (IVF-PQ when ``pq_m`` is set

@@ -127,7 +127,10 @@ class BaseSegment:
             # 0.94 -> 0.98 for image queries at 100k, ~1 ms).
             budget *= FILTERED_BUDGET
         reached = np.cumsum(per_list[order])
-        probe = min(nlist, int(np.searchsorted(reached, budget)) + 1)
+        # ... and never fewer lists than nprobe: text queries sit away from the images (the
+        # modality gap) and their nearest lists are often big, so a vector budget alone
+        # probes too few of them (measured at 1M: text recall@10 0.895 vs 0.960 at nprobe 32).
+        probe = min(nlist, max(int(np.searchsorted(reached, budget)) + 1, self.params.nprobe))
         if not everything and members <= budget:
             probe = nlist
         while True:
