@@ -78,20 +78,20 @@ class VectorStore:
             raise EngineError(f"expected a query of dimension {self.dim}, got {q.shape[0]}")
         if k <= 0:
             return []
-        base_mask = self.base.mask(flt) if self.base is not None else None
+        base_plan = self.base.plan(flt) if self.base is not None else None
         depth = 2 * k + 16  # images; a product with several images needs more than one
         while True:
-            scores, images, products, exhausted = self._images(q, depth, flt, base_mask)
+            scores, images, products, exhausted = self._images(q, depth, flt, base_plan)
             hits = _best_per_product(scores, images, products)
             if len(hits) >= k or exhausted:
                 return hits[:k]
             depth *= 4
 
-    def _images(self, q, depth, flt, base_mask):
+    def _images(self, q, depth, flt, base_plan):
         parts_s, parts_i, parts_p = [], [], []
         exhausted = True
         if self.base is not None:
-            scores, rows = self.base.search(q, depth, base_mask)
+            scores, rows = self.base.search(q, depth, base_plan)
             exhausted &= len(rows) < depth
             parts_s.append(scores)
             parts_i.append(np.asarray(self.base.columns["image_id"][rows]))
