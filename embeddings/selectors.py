@@ -61,7 +61,7 @@ class RankedProducts(Sequence):
     def __init__(self, rank, products_qs, *, score=None) -> None:
         self._rank = rank
         self._qs = products_qs
-        # Rows may come without a score (products the word side brought in): ``score(ids)``
+        # Rows may come without a score (products the word side brought in): ``score(products)``
         # gives {product id: (score, image id)} for the ones actually shown.
         self._score = score
         self._rows: list[Row] = []
@@ -111,7 +111,9 @@ class RankedProducts(Sequence):
         missing = [pid for pid, _, _ in rows if pid not in self._cache]
         if missing:
             self._cache.update(self._qs.in_bulk(missing))
-        unscored = [pid for pid, score, _ in rows if score is None]
+        unscored = [
+            self._cache[pid] for pid, score, _ in rows if score is None and pid in self._cache
+        ]
         if unscored and self._score is not None:
             found = self._score(unscored)
             rows = [
@@ -327,23 +329,28 @@ def product_search(
         extra = len(set(lexical.ids) - known.keys()) if not vec else 0
         return rows, max(vec_total + extra, len(lexical.ids))
 
-    def score(product_ids: list[int]) -> dict[int, tuple[float, int]]:
-        return _best_images(live, vector, product_ids)
+    def score(shown: list[Product]) -> dict[int, tuple[float, int]]:
+        return _best_images(live, vector, shown)
 
     return RankedProducts(rank, products, score=score)
 
 
-def _best_images(live, vector: np.ndarray, product_ids: list[int]) -> dict[int, tuple[float, int]]:
-    """product id -> (best cosine score, image id) for products the word side brought in, from
-    the index itself (a search restricted to those products); products with no indexed image
-    are left out."""
-    if not product_ids:
-        return {}
-    only = Filter(product_ids=frozenset(product_ids))
-    return {
-        h.product_id: (h.score, h.image_id)
-        for h in live.search(vector, k=len(product_ids), flt=only)
-    }
+def _best_images(live, vector: np.ndarray, shown: list[Product]) -> dict[int, tuple[float, int]]:
+    """product id -> (best cosine score, image id) for products the word side brought onto a
+    page: their images (already loaded with the page) scored from the index's stored vectors,
+    no search; products with no indexed image are left out."""
+    owner = {image.id: product.id for product in shown for image in product.images.all()}
+    best: dict[int, tuple[float, int]] = {}
+    for image_id, score in live.score_images(vector, owner).items():
+        pid = owner[image_id]
+        if pid not in best or score > best[pid][0]:
+            best[pid] = (score, image_id)
+    missing = [p.id for p in shown if p.id not in best and p.images.all()]
+    if missing:  # stored in a form that is not a vector (PQ codes): ask the index
+        only = Filter(product_ids=frozenset(missing))
+        for h in live.search(vector, k=len(missing), flt=only):
+            best[h.product_id] = (h.score, h.image_id)
+    return best
 
 
 def product_vector(*, product_id: int) -> np.ndarray | None:

@@ -42,7 +42,7 @@ def filter_kind(name: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--nprobe", type=int, default=32, help="the ivf rows shown")
+    parser.add_argument("--nprobe", type=int, default=64, help="the ivf rows shown")
     parser.add_argument("--markdown", type=Path, default=BENCH / "report.md")
     args = parser.parse_args()
     sizes = [100_000, 1_000_000]

@@ -219,6 +219,9 @@ class LiveIndex:
     def search(self, query: np.ndarray, *, k: int, flt: Filter | None = None) -> list[ProductHit]:
         return self.store.search(query, k=k, flt=flt)
 
+    def score_images(self, query: np.ndarray, image_ids) -> dict[int, float]:
+        return self.store.score_images(query, image_ids)
+
     def count_products(self, flt: Filter | None = None, *, cap: int) -> int:
         return self.store.count_products(flt, cap=cap)
 

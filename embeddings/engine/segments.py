@@ -65,12 +65,14 @@ class BaseSegment:
         self._ivf = ivf
         self._centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist)
         self._list_of_row = np.zeros(self.size, dtype=np.int32)
+        self._offset_of_row = np.zeros(self.size, dtype=np.int32)
         invlists = ivf.invlists
         for list_no in range(ivf.nlist):
             n = invlists.list_size(list_no)
             if n:
                 rows = faiss.rev_swig_ptr(invlists.get_ids(list_no), n)
                 self._list_of_row[rows] = list_no
+                self._offset_of_row[rows] = np.arange(n, dtype=np.int32)
         self._list_sizes = np.bincount(self._list_of_row, minlength=ivf.nlist)
 
     # rows are sorted by image id when a base is built, so finding one is a binary search
@@ -103,6 +105,22 @@ class BaseSegment:
 
     def mask(self, flt: Filter) -> np.ndarray:
         return self.plan(flt).mask
+
+    def vectors(self, rows: np.ndarray) -> np.ndarray | None:
+        """The stored vectors of a few rows (flat: float32; ivf: its float16 codes), or None
+        for PQ codes, which are not vectors."""
+        if self.params.kind == "flat":
+            return np.stack([self.index.reconstruct(int(r)) for r in rows]) if len(rows) else None
+        if self.params.kind != "ivf":
+            return None
+        ivf, out = self._ivf, []
+        for row in rows.tolist():
+            list_no, offset = int(self._list_of_row[row]), int(self._offset_of_row[row])
+            size = ivf.invlists.list_size(list_no)
+            codes = faiss.rev_swig_ptr(ivf.invlists.get_codes(list_no), size * ivf.code_size)
+            start = offset * ivf.code_size
+            out.append(np.frombuffer(codes[start : start + ivf.code_size], dtype=np.float16))
+        return np.stack(out).astype(np.float32) if out else None
 
     def plan(self, flt: Filter) -> FilterPlan:
         key = (flt, self._version)
@@ -291,6 +309,11 @@ class DeltaSegment:
             top = top[np.argsort(-scores[top], kind="stable")]
             picked = rows[top]
             return scores[top].astype(np.float32), {c: a[picked].copy() for c, a in cols.items()}
+
+    def vector(self, image_id: int) -> np.ndarray | None:
+        with self._lock:
+            row = self.row.get(image_id)
+            return None if row is None else self.vectors[row].copy()
 
     def live_columns(self) -> dict[str, np.ndarray]:
         """Copies of the columns of the rows alive now."""

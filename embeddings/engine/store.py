@@ -82,9 +82,9 @@ class VectorStore:
         depth = 2 * k + 16  # images; a product with several images needs more than one
         while True:
             scores, images, products, exhausted = self._images(q, depth, flt, base_plan)
-            hits = _best_per_product(scores, images, products)
+            hits = _best_per_product(scores, images, products, k)
             if len(hits) >= k or exhausted:
-                return hits[:k]
+                return hits
             depth *= 4
 
     def _images(self, q, depth, flt, base_plan):
@@ -126,6 +126,29 @@ class VectorStore:
         )
         return min(cap, len(np.unique(everything)))
 
+    def score_images(self, query: np.ndarray, image_ids) -> dict[int, float]:
+        """Cosine scores of particular images (those of products the word side brought onto a
+        page) read from their stored vectors, with no search; images not held (or whose
+        stored form is not a vector) are left out."""
+        q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
+        ids = np.asarray(list(image_ids), dtype=np.int64)
+        out: dict[int, float] = {}
+        for image_id in ids.tolist():
+            vec = self.delta.vector(image_id)
+            if vec is not None:
+                out[image_id] = float(np.clip(vec @ q, -1.0, 1.0))
+        if self.base is not None and len(ids):
+            rows = self.base.rows_of(ids)
+            found = rows >= 0
+            active = np.asarray(self.base.columns["active"])[rows[found]]
+            picked, picked_ids = rows[found][active], ids[found][active]
+            vectors = self.base.vectors(picked)
+            if vectors is not None:
+                scores = np.clip(vectors @ q, -1.0, 1.0)
+                for image_id, score in zip(picked_ids.tolist(), scores.tolist(), strict=True):
+                    out.setdefault(image_id, float(score))
+        return out
+
     def image_ids(self) -> np.ndarray:
         """Every searchable image id, sorted (tests, status)."""
         parts = [self.delta.live_columns()["image_id"]]
@@ -134,13 +157,13 @@ class VectorStore:
         return np.sort(np.concatenate(parts))
 
 
-def _best_per_product(scores, images, products) -> list[ProductHit]:
+def _best_per_product(scores, images, products, k: int) -> list[ProductHit]:
     if not len(scores):
         return []
     # Best score first; ties: newest product first, then lowest image id (deterministic).
     order = np.lexsort((images, -products, -scores))
     _, first = np.unique(products[order], return_index=True)
-    keep = order[np.sort(first)]
+    keep = order[np.sort(first)[:k]]
     clipped = np.clip(scores[keep], -1.0, 1.0)
     return [
         ProductHit(product_id=int(p), image_id=int(i), score=float(s))

@@ -308,3 +308,20 @@ def test_two_processes_serve_one_memory_mapped_snapshot(catalog, kind, tmp_path)
         assert other["hits"] == mine
         # The vectors and columns are mapped from the shared files, not copied into the process.
         assert "index.faiss" in other["mapped"] and "image_id.npy" in other["mapped"]
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_particular_images_are_scored_from_their_stored_vectors(catalog, kind, tmp_path):
+    vectors, columns, rng = catalog
+    store = make_store(vectors, columns, kind, tmp_path)
+    q = queries(vectors, rng, 1)[0]
+    rows = np.array([1, 5, 26, 131, 4001])  # row 26 is an inactive product's (26 % 13 == 0)
+    ids = columns["image_id"][rows]
+    store.delete([ids[1]])
+    moved = unit(rng.standard_normal(DIM))
+    store.upsert(moved[None], {c: a[rows[4:5]] for c, a in columns.items()})
+    scores = store.score_images(q, ids.tolist() + [999_999_999])
+    assert set(scores) == {int(ids[0]), int(ids[3]), int(ids[4])}, "deleted, inactive, unknown"
+    tol = 1e-5 if kind == "flat" else 2e-3
+    assert scores[int(ids[0])] == pytest.approx(float(vectors[rows[0]] @ q), abs=tol)
+    assert scores[int(ids[4])] == pytest.approx(float(moved @ q), abs=1e-5), "the delta's vector"
