@@ -44,9 +44,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+# Read in place from the shared folder beside the checkout (BENCH_DATASET to point elsewhere).
 DATASET = Path(
-    os.environ.get("BENCH_DATASET", "/work/shared/datasets/myntra-small")
-)  # read in place
+    os.environ.get("BENCH_DATASET", ROOT.parent / "shared" / "datasets" / "myntra-small")
+)
 CACHE_DIR = ROOT / "var" / "bench"
 MODEL_NAME = "shopclip-starter"
 CHECKPOINT = ROOT / "embeddings" / "starter" / "shopclip-starter.pt"
