@@ -127,10 +127,6 @@ class RankedProducts(Sequence):
             if pid in self._cache
         ]
 
-    def rows(self, depth: int = MAX_RESULTS) -> list[Row]:
-        self._ensure(depth)
-        return list(self._rows[:depth])
-
     @property
     def queryset(self):
         return self._qs

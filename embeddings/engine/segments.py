@@ -287,9 +287,6 @@ class DeltaSegment:
                 if row is not None:
                     self.alive[row] = False
 
-    def holds(self, image_id: int) -> bool:
-        return image_id in self.row
-
     def top(
         self, query: np.ndarray, k: int, flt: Filter
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
