@@ -19,6 +19,7 @@ from catalog.models import ProductImage
 
 from . import runtime
 from .encoder import ClipEncoder, ImageDecodeError, load_image
+from .engine.fulltext import FullText
 from .engine.live import LiveIndex, base_build
 from .models import ImageEmbedding, IndexChange, IndexChangePrune
 
@@ -204,7 +205,9 @@ def index_rebuild(*, kind: str | None = None, progress: bool = True) -> LiveInde
     base_build(model_id=encoder.model_id, dim=encoder.dim, kind=kind, progress=progress)
     live = LiveIndex.open(model_id=encoder.model_id, dim=encoder.dim)
     runtime.set_live_index(live)
-    runtime.get_fulltext(sync=False).rebuild(progress=progress)  # the word side, from scratch
+    # The word side, from scratch. A FullText of its own: the runtime's would first build one
+    # when the machine has none, only for this to build it again.
+    FullText().rebuild(progress=progress)
     return live
 
 

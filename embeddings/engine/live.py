@@ -169,15 +169,19 @@ class LiveIndex:
                 )
                 base_build(model_id=self.model_id, dim=self.dim, root=self.root)
             self._switch_if_newer()
-            total = 0
-            while True:
-                batch = changes.read_changes(self.cursor, model_id=self.model_id)
-                total += batch.rows
-                self._apply(batch)
-                if batch.rows < changes.MAX_CHANGES_PER_READ:
-                    break
+            total = self._catch_up()
             self.last_sync = time.monotonic()
             return total
+
+    def _catch_up(self) -> int:
+        """Applies the change log after this index's cursor; returns the rows read."""
+        total = 0
+        while True:
+            batch = changes.read_changes(self.cursor, model_id=self.model_id)
+            total += batch.rows
+            self._apply(batch)
+            if batch.rows < changes.MAX_CHANGES_PER_READ:
+                return total
 
     def maybe_sync(self, interval: float) -> None:
         if time.monotonic() - self.last_sync >= interval:
@@ -206,12 +210,7 @@ class LiveIndex:
         if snapshot is None:
             return
         fresh = LiveIndex(model_id=self.model_id, dim=self.dim, root=self.root, snapshot=snapshot)
-        # Replay what the new base lacks before swapping, so no search sees an older state.
-        while True:
-            batch = changes.read_changes(fresh.cursor, model_id=self.model_id)
-            fresh._apply(batch)
-            if batch.rows < changes.MAX_CHANGES_PER_READ:
-                break
+        fresh._catch_up()  # what the new base lacks, before swapping: no search sees less
         self.store, self.cursor, self.base_path = fresh.store, fresh.cursor, fresh.base_path
         log.info("Switched to index base %s", snapshot.path.name)
 
