@@ -1,9 +1,11 @@
+import re
+
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
-from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from catalog.views import product_image_file
 from searchsite.api import api_not_found
 
 api_v1 = [
@@ -24,11 +26,19 @@ urlpatterns = [
 ]
 
 
-def serve_media(request, path):
-    # MEDIA_ROOT is read per request (not frozen at import) so settings overrides apply.
-    return serve(request, path, document_root=settings.MEDIA_ROOT)
-
-
 if settings.SERVE_MEDIA:
-    # The embedded set-up serves uploads itself; production puts them behind the web server/CDN.
-    urlpatterns += [re_path(rf"^{settings.MEDIA_URL.lstrip('/')}(?P<path>.*)$", serve_media)]
+    # Product images go through a view that hides inactive products' files from shoppers (and can
+    # hand the sending to nginx/Apache, see MEDIA_ACCEL). Off only when another server publishes
+    # MEDIA_ROOT itself, which then makes every file public.
+    urlpatterns += [
+        re_path(
+            rf"^{re.escape(settings.MEDIA_URL.lstrip('/'))}(?P<path>.*)$",
+            product_image_file,
+            name="media",
+        )
+    ]
+
+# The API's errors in its JSON shape wherever they arise; a database that is away is a 503.
+handler400 = "searchsite.api.bad_request"
+handler403 = "searchsite.api.permission_denied"
+handler500 = "searchsite.api.server_error"
