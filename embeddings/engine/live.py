@@ -41,6 +41,14 @@ from .store import ProductHit, VectorStore
 
 log = logging.getLogger(__name__)
 
+# A cosine similarity of unit vectors; float16 codes and float32 sums stray a little past 1.
+SCORE_BOUND = 1.0 + 1e-3
+
+
+class IndexDamagedError(SnapshotError):
+    """The base this process serves from failed its check while serving (bytes changed under
+    it); it is set aside and rebuilt from the database at the next sync."""
+
 
 def snapshot_root(model_id: str, index_dir: Path | None = None) -> Path:
     """The model's folder of bases: a readable name plus a hash of the full model id."""
@@ -118,6 +126,9 @@ class LiveIndex:
         self.store = VectorStore(dim, base)
         self.cursor = changes.Cursor.from_meta(snapshot.manifest) if snapshot else changes.Cursor()
         self.last_sync = 0.0
+        self.last_verified = time.monotonic()
+        # Why the base was found damaged while serving; cleared once a new base replaces it.
+        self.damaged: str | None = None
         self._lock = threading.Lock()
 
     # -- opening ------------------------------------------------------------------------------
@@ -128,18 +139,7 @@ class LiveIndex:
         """The current base of ``model_id`` (built from the database when there is none, or it
         is damaged or foreign), brought up to date with the change log."""
         root = root or snapshot_root(model_id)
-        snapshot = _open_current(root, model_id=model_id, dim=dim)
-        if snapshot is None:
-            root.mkdir(parents=True, exist_ok=True)
-            # Processes starting together on a machine without a base build it once.
-            with open(root / ".build.lock", "w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                snapshot = _open_current(root, model_id=model_id, dim=dim)
-                if snapshot is None:
-                    base_build(model_id=model_id, dim=dim, root=root, progress=progress)
-                    snapshot = _open_current(root, model_id=model_id, dim=dim)
-            if snapshot is None:
-                raise SnapshotError(f"could not open the base just written under {root}")
+        snapshot = _ensure_base(root, model_id=model_id, dim=dim, progress=progress)
         live = cls(model_id=model_id, dim=dim, root=root, snapshot=snapshot)
         live.sync()
         return live
@@ -160,6 +160,10 @@ class LiveIndex:
         """Switches to a newer base if one was written, then applies every change since.
         Returns the number of change rows read."""
         with self._lock:
+            if self.damaged is None:
+                self._reverify_if_due()
+            if self.damaged is not None:
+                self._replace_damaged_base()
             if self.cursor.behind_pruned_log():
                 log.warning(
                     "Index of %s is at change %d but the change log was pruned past it; "
@@ -202,6 +206,42 @@ class LiveIndex:
         if batch.deletes:
             self.store.delete(batch.deletes)
 
+    def _reverify_if_due(self) -> None:
+        """Re-checks the served base's checksums every EMBEDDINGS_VERIFY_INTERVAL seconds: bytes
+        overwritten in place after it was opened (a bad disk, a stray copy) would otherwise be
+        served until the next compaction."""
+        interval = settings.EMBEDDINGS_VERIFY_INTERVAL
+        if self.base_path is None or interval <= 0:
+            return
+        if time.monotonic() - self.last_verified < interval:
+            return
+        self.last_verified = time.monotonic()
+        self._verify_base("periodic check")
+
+    def _verify_base(self, reason: str) -> bool:
+        """True when the served base still matches its manifest; else sets it aside and marks
+        this index damaged (searches refuse until the next sync has rebuilt it)."""
+        path = self.base_path
+        if path is None:
+            return True
+        try:
+            open_snapshot(path, model_id=self.model_id, dim=self.dim)
+        except SnapshotError as exc:
+            if path.exists():
+                set_aside(path, f"{reason}: {exc}")
+            self.damaged = f"{reason}: {exc}"
+            return False
+        return True
+
+    def _replace_damaged_base(self) -> None:
+        snapshot = _ensure_base(self.root, model_id=self.model_id, dim=self.dim)
+        fresh = LiveIndex(model_id=self.model_id, dim=self.dim, root=self.root, snapshot=snapshot)
+        fresh._catch_up()
+        self.store, self.cursor, self.base_path = fresh.store, fresh.cursor, fresh.base_path
+        self.damaged = None
+        self.last_verified = time.monotonic()
+        log.warning("Serving index base %s in place of the damaged one", snapshot.path.name)
+
     def _switch_if_newer(self) -> None:
         path = current_base(self.root)
         if path is None or path == self.base_path:
@@ -216,10 +256,37 @@ class LiveIndex:
 
     # -- queries ------------------------------------------------------------------------------
     def search(self, query: np.ndarray, *, k: int, flt: Filter | None = None) -> list[ProductHit]:
-        return self.store.search(query, k=k, flt=flt)
+        self._refuse_if_damaged()
+        hits = self.store.search(query, k=k, flt=flt)
+        if any(not -SCORE_BOUND <= h.score <= SCORE_BOUND for h in hits):  # NaN fails too
+            self._scores_out_of_range(max((h.score for h in hits), key=abs))
+        # float16 codes and float32 sums stray a hair past +-1: clients get a cosine.
+        return [ProductHit(h.product_id, h.image_id, _clip(h.score)) for h in hits]
 
     def score_images(self, query: np.ndarray, image_ids) -> dict[int, float]:
-        return self.store.score_images(query, image_ids)
+        self._refuse_if_damaged()
+        scores = self.store.score_images(query, image_ids)
+        if any(not -SCORE_BOUND <= s <= SCORE_BOUND for s in scores.values()):
+            self._scores_out_of_range(max(scores.values(), key=abs))
+        return {i: _clip(s) for i, s in scores.items()}
+
+    def _refuse_if_damaged(self) -> None:
+        if self.damaged is not None:
+            raise IndexDamagedError(
+                "The search index was found damaged and is being rebuilt from the database; "
+                f"try again in a minute ({self.damaged})."
+            )
+
+    def _scores_out_of_range(self, score: float) -> None:
+        """A score no pair of unit vectors can have: the base's bytes are suspect. A damaged
+        base is set aside and the search refused (never a wrong answer); when the files check
+        out (a vector stored unnormalised, say), the scores are clipped and it is logged."""
+        reason = f"a search scored {score!r}, outside [-1, 1]"
+        with self._lock:
+            if self.damaged is None and self._verify_base(reason):
+                log.error("%s, but the index base %s checks out", reason, self.base_path)
+                return
+        self._refuse_if_damaged()
 
     def count_products(self, flt: Filter | None = None, *, cap: int) -> int:
         return self.store.count_products(flt, cap=cap)
@@ -236,6 +303,28 @@ class LiveIndex:
             return time.time() - (self.base_path / "manifest.json").stat().st_mtime
         except OSError:
             return float("inf")
+
+
+def _clip(score: float) -> float:
+    return min(1.0, max(-1.0, score))
+
+
+def _ensure_base(root: Path, *, model_id: str, dim: int, progress: bool = False) -> Snapshot:
+    """The current base of ``root``, built from the database when there is none (or it is
+    damaged or foreign). Processes on one machine needing it at once build it once."""
+    snapshot = _open_current(root, model_id=model_id, dim=dim)
+    if snapshot is not None:
+        return snapshot
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        snapshot = _open_current(root, model_id=model_id, dim=dim)
+        if snapshot is None:
+            base_build(model_id=model_id, dim=dim, root=root, progress=progress)
+            snapshot = _open_current(root, model_id=model_id, dim=dim)
+    if snapshot is None:
+        raise SnapshotError(f"could not open the base just written under {root}")
+    return snapshot
 
 
 def _open_current(root: Path, *, model_id: str, dim: int) -> Snapshot | None:

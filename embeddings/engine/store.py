@@ -23,7 +23,7 @@ from .segments import BaseSegment, DeltaSegment
 class ProductHit:
     product_id: int
     image_id: int
-    score: float  # cosine similarity of the product's best image, in [-1, 1]
+    score: float  # cosine similarity of the product's best image (LiveIndex keeps it in [-1, 1])
 
 
 class VectorStore:
@@ -136,7 +136,7 @@ class VectorStore:
         for image_id in ids.tolist():
             vec = self.delta.vector(image_id)
             if vec is not None:
-                out[image_id] = float(np.clip(vec @ q, -1.0, 1.0))
+                out[image_id] = float(vec @ q)
         if self.base is not None and len(ids):
             rows = self.base.rows_of(ids)
             found = rows >= 0
@@ -144,7 +144,7 @@ class VectorStore:
             picked, picked_ids = rows[found][active], ids[found][active]
             vectors = self.base.vectors(picked)
             if vectors is not None:
-                scores = np.clip(vectors @ q, -1.0, 1.0)
+                scores = vectors @ q
                 for image_id, score in zip(picked_ids.tolist(), scores.tolist(), strict=True):
                     out.setdefault(image_id, float(score))
         return out
@@ -164,11 +164,12 @@ def _best_per_product(scores, images, products, k: int) -> list[ProductHit]:
     order = np.lexsort((images, -products, -scores))
     _, first = np.unique(products[order], return_index=True)
     keep = order[np.sort(first)[:k]]
-    clipped = np.clip(scores[keep], -1.0, 1.0)
+    # Raw scores: a score outside [-1, 1] is how a damaged base shows itself, so the caller
+    # (LiveIndex) checks them rather than this clipping it away.
     return [
         ProductHit(product_id=int(p), image_id=int(i), score=float(s))
         for p, i, s in zip(
-            products[keep].tolist(), images[keep].tolist(), clipped.tolist(), strict=True
+            products[keep].tolist(), images[keep].tolist(), scores[keep].tolist(), strict=True
         )
     ]
 

@@ -323,3 +323,74 @@ def test_daily_prune_task_follows_the_setting(no_auto_embed, settings):
     settings.EMBEDDINGS_CHANGE_LOG_DAYS = 7
     assert index_changes_prune_task() == 1 and IndexChange.objects.count() == 0
     assert "index-change-prune" in settings.CELERY_BEAT_SCHEDULE
+
+
+def overwrite_middle(path, n=64, byte=b"\x7f"):
+    """Same size, other bytes, written in place: what a bad disk or a stray copy does to a file
+    a serving process already maps."""
+    size = path.stat().st_size
+    with open(path, "r+b") as fh:
+        fh.seek(size // 2)
+        fh.write(byte * n)
+
+
+def test_base_damaged_while_served_is_refused_then_rebuilt_from_the_database(no_auto_embed, root):
+    from embeddings.engine.live import IndexDamagedError
+    from embeddings.engine.snapshot import current_base
+
+    images = [ProductImageFactory() for _ in range(40)]
+    for seed, image in enumerate(images):
+        put(image, seed)
+    live = build(root)
+    damaged = current_base(root)
+    assert top(live, 7) == images[7].id
+    # 0x47474747 is ~5.1e4 as a float32, at any alignment: rows whose scores no pair of unit
+    # vectors can have (the issue saw ~1e37).
+    overwrite_middle(damaged / "index.faiss", n=DIM * 4 * 10, byte=b"\x47")
+    with pytest.raises(IndexDamagedError, match="being rebuilt"):
+        for seed in range(40):  # whichever query meets the overwritten rows
+            live.search(vec(seed), k=40)
+    assert not damaged.exists() and list(root.glob(f"{damaged.name}.damaged-*"))
+    with pytest.raises(IndexDamagedError):
+        top(live, 7)  # refused, not answered wrongly, until the base is replaced
+    live.sync()
+    assert live.base_path != damaged and live.damaged is None
+    for seed in (0, 7, 39):
+        hits = live.search(vec(seed), k=40)
+        assert hits[0].image_id == images[seed].id
+        assert all(-1.0 <= h.score <= 1.0 for h in hits)
+    assert ids(live) == sorted(i.id for i in images)
+
+
+def test_periodic_check_finds_a_damaged_column_and_rebuilds(no_auto_embed, root, settings):
+    from embeddings.engine.snapshot import current_base
+
+    images = [ProductImageFactory() for _ in range(5)]
+    for seed, image in enumerate(images):
+        put(image, seed)
+    live = build(root)
+    served = current_base(root)
+    settings.EMBEDDINGS_VERIFY_INTERVAL = 0.001
+    overwrite_middle(served / "price.npy", n=8, byte=b"\x00")
+    live.last_verified -= 1
+    live.sync()
+    assert live.base_path != served and list(root.glob(f"{served.name}.damaged-*"))
+    assert ids(live) == sorted(i.id for i in images) and top(live, 3) == images[3].id
+
+
+def test_unnormalised_vector_scores_are_clipped_not_refused(no_auto_embed, root):
+    image = ProductImageFactory()
+    ImageEmbedding.objects.create(
+        image=image,
+        model_id=MODEL,
+        dim=DIM,
+        vector=ImageEmbedding.pack(vec(1) * 3.0),
+        content_hash="x",
+    )
+    IndexChange.objects.create(
+        image_id=image.id, product_id=image.product_id, model_id=MODEL, op="upsert"
+    )
+    live = build(root)
+    hits = live.search(vec(1), k=1)
+    assert hits[0].image_id == image.id and hits[0].score == 1.0
+    assert live.damaged is None
