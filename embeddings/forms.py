@@ -128,6 +128,7 @@ class PhotoSearchForm(FilterForm):
                 upload,
                 max_pixels=settings.MAX_IMAGE_PIXELS,
                 min_side=runtime.get_encoder().decode_side,
+                max_decode_pixels=settings.EMBEDDINGS_QUERY_MAX_PIXELS,
             )
         except ImageDecodeError as exc:
             raise forms.ValidationError(str(exc)) from exc

@@ -12,7 +12,7 @@ from catalog.validators import validate_upload_size
 from searchsite.api import MAX_PAGE_SIZE, ApiError
 
 from .. import runtime
-from ..encoder import ImageDecodeError, load_image
+from ..encoder import ImageDecodeError, ImageTooLargeError, load_image
 
 DEFAULT_PAGE_SIZE = 24
 DEFAULT_SIMILAR = 12
@@ -21,8 +21,10 @@ DEFAULT_SIMILAR = 12
 class QueryImageField(serializers.FileField):
     """An uploaded query image, decoded to RGB (never stored).
 
-    Too large -> 413; not decodable -> 400 ``invalid_image``: raised as ApiError so the
-    status survives field validation.
+    A file over MAX_UPLOAD_BYTES -> 413 ``file_too_large``; too many pixels (over
+    MAX_IMAGE_PIXELS, a decompression bomb, or a non-JPEG over EMBEDDINGS_QUERY_MAX_PIXELS: those
+    are decoded in full, JPEGs at a reduced scale) -> 400 ``image_too_large``; not decodable ->
+    400 ``invalid_image``. Raised as ApiError so the status survives field validation.
     """
 
     def to_internal_value(self, data) -> Image.Image:
@@ -36,7 +38,10 @@ class QueryImageField(serializers.FileField):
                 file,
                 max_pixels=settings.MAX_IMAGE_PIXELS,
                 min_side=runtime.get_encoder().decode_side,
+                max_decode_pixels=settings.EMBEDDINGS_QUERY_MAX_PIXELS,
             )
+        except ImageTooLargeError as exc:
+            raise ApiError(str(exc), code="image_too_large") from None
         except ImageDecodeError as exc:
             raise ApiError(str(exc), code="invalid_image") from None
 

@@ -284,6 +284,28 @@ def test_oversized_query_image_is_413(client, shop, settings):
     )
 
 
+def test_decompression_bomb_query_image_is_400_image_too_large(client, shop, settings):
+    settings.MAX_IMAGE_PIXELS = 10_000
+    bomb = SimpleUploadedFile("bomb.png", make_image(size=(300, 300)))
+    error = assert_error(
+        client.post(f"{API}/search/", {"image": bomb}, format="multipart"), 400, "image_too_large"
+    )
+    assert "10,000 pixels" in error["message"] and "Resize" in error["message"]
+
+
+def test_big_png_query_is_refused_but_a_jpeg_as_big_is_decoded_small(client, shop, settings):
+    # PNGs are decoded in full (CPU grows with pixels), JPEGs at a reduced DCT scale.
+    settings.EMBEDDINGS_QUERY_MAX_PIXELS = 50_000
+    png = SimpleUploadedFile("big.png", make_image(size=(300, 300), fmt="PNG"))
+    error = assert_error(
+        client.post(f"{API}/search/", {"image": png}, format="multipart"), 400, "image_too_large"
+    )
+    assert "0.05 megapixels" in error["message"] and "JPEG" in error["message"]
+    jpeg = SimpleUploadedFile("big.jpg", make_image(size=(800, 800), fmt="JPEG"))
+    response = client.post(f"{API}/search/", {"image": jpeg}, format="multipart")
+    assert response.status_code == 200, response.content
+
+
 def test_json_body_is_415(client):
     assert_error(client.post(f"{API}/search/", {"q": "tee"}, format="json"), 415)
 

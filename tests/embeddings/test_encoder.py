@@ -4,9 +4,15 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
-from embeddings.encoder import ClipEncoder, ImageDecodeError, ModelLoadError, load_image
+from embeddings.encoder import (
+    ClipEncoder,
+    ImageDecodeError,
+    ImageTooLargeError,
+    ModelLoadError,
+    load_image,
+)
 from tests.conftest import TINY_MODEL_NAME, make_image
 
 
@@ -79,10 +85,37 @@ def test_truncated_image_is_rejected():
         load_image(data[: len(data) // 2])
 
 
-def test_decompression_bomb_is_rejected_before_decoding():
+def test_decompression_bomb_is_rejected_before_decoding(monkeypatch):
     data = make_image(size=(300, 300))
-    with pytest.raises(ImageDecodeError, match="limit"):
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("decoded the pixels"))
+    with pytest.raises(ImageTooLargeError, match="limit is 10,000 pixels"):
         load_image(data, max_pixels=10_000)
+
+
+def test_pillows_own_bomb_check_also_counts_as_too_large(monkeypatch):
+    # A caller allowing more than Pillow does meets Pillow's DecompressionBombError first.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)
+    with pytest.raises(ImageTooLargeError, match="too many pixels"):
+        load_image(make_image(size=(100, 100)), max_pixels=10**9)
+
+
+def test_full_decode_formats_over_the_decode_limit_are_refused_from_the_header(monkeypatch):
+    png = make_image(size=(400, 300), fmt="PNG")
+    assert load_image(png, max_decode_pixels=120_000).size == (400, 300)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("decoded the pixels"))
+    with pytest.raises(ImageTooLargeError) as caught:
+        load_image(png, max_decode_pixels=100_000)
+    assert "400x300" in str(caught.value) and "0.1 megapixels" in str(caught.value)
+    assert "Resize it" in str(caught.value)
+
+
+def test_a_jpeg_over_the_decode_limit_is_decoded_at_a_reduced_scale_instead():
+    jpeg = make_image(size=(1600, 1600), fmt="JPEG")
+    # 2.56 MP in the file; at 1/8 scale only 200x200 pixels are decoded.
+    img = load_image(jpeg, min_side=200, max_decode_pixels=50_000)
+    assert img.size == (200, 200)
+    with pytest.raises(ImageTooLargeError):
+        load_image(jpeg, max_decode_pixels=50_000)  # no min_side: full decode, refused
 
 
 def test_encoder_returns_unit_float32_rows_of_model_dimension(tiny_checkpoint):
