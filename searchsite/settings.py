@@ -30,12 +30,46 @@ def env_float(name: str, default: float) -> float:
 
 DATA_DIR = Path(os.environ.get("DATA_DIR", BASE_DIR / "var")).resolve()
 
-SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-insecure-key-change-me")
+DEVELOPMENT_SECRET_KEY = "dev-only-insecure-key-change-me"
+SECRET_KEY = os.environ.get("SECRET_KEY", DEVELOPMENT_SECRET_KEY)
 DEBUG = env_bool("DEBUG", True)
+if not DEBUG and SECRET_KEY.strip() in ("", DEVELOPMENT_SECRET_KEY):
+    # Sessions, password resets and CSRF tokens are signed with it: a published key lets anyone
+    # forge them. Refuse to run in production mode (DEBUG=false) without a key of its own.
+    raise ImproperlyConfigured(
+        "DEBUG is false but SECRET_KEY is "
+        + ("empty" if not SECRET_KEY.strip() else "the development key from the source code")
+        + ". Set SECRET_KEY to a long random string of your own, e.g. the output of "
+        "`python -c 'import secrets; print(secrets.token_urlsafe(50))'` (or DEBUG=true for the "
+        "local demo)."
+    )
 ALLOWED_HOSTS = [
     h for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h
 ]
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+
+# --- HTTPS (production) -------------------------------------------------------------------------
+# Off by default so the local demo works on http://127.0.0.1; README "Production deployment" lists
+# the values with which `manage.py check --deploy` is clean. Cookies are Secure by default when
+# DEBUG is false (set them false to try production mode over plain http).
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+# Behind a proxy that terminates TLS: "HTTP_X_FORWARDED_PROTO,https" (the header the proxy sets,
+# and its value for https). Only when the proxy always sets (or strips) that header.
+_proxy_ssl_header = [
+    part.strip()
+    for part in os.environ.get("SECURE_PROXY_SSL_HEADER", "").split(",")
+    if part.strip()
+]
+if _proxy_ssl_header and len(_proxy_ssl_header) != 2:
+    raise ImproperlyConfigured(
+        "SECURE_PROXY_SSL_HEADER must be a header and a value, e.g. HTTP_X_FORWARDED_PROTO,https."
+    )
+SECURE_PROXY_SSL_HEADER = tuple(_proxy_ssl_header) if _proxy_ssl_header else None
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -57,6 +91,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before CsrfViewMiddleware, which reads POST bodies: an oversized body is refused unread.
+    "searchsite.middleware.RequestSizeLimitMiddleware",
+    "searchsite.middleware.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -88,8 +125,29 @@ DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{DATA_DIR / 'db.sqlite3'}"),
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
+        # A kept connection is checked before a request reuses it: one that broke while the
+        # database was away is replaced, not failed on.
+        conn_health_checks=env_bool("DATABASE_CONN_HEALTH_CHECKS", True),
     )
 }
+# A database that is away must cost a request seconds, not minutes (PostgreSQL only): connecting
+# gives up after DATABASE_CONNECT_TIMEOUT seconds (also a server that accepts the connection and
+# never answers), and a web request's SQL statement is cancelled by the server after
+# DATABASE_STATEMENT_TIMEOUT seconds (0: never). The request then answers 503 (Retry-After).
+# The statement timeout applies to web processes only (searchsite/wsgi.py adds
+# DATABASE_WEB_OPTIONS): commands and Celery workers stream whole tables (rebuild_index,
+# reembed, compaction) and are never cut short.
+DATABASE_CONNECT_TIMEOUT = env_int("DATABASE_CONNECT_TIMEOUT", 5)
+DATABASE_STATEMENT_TIMEOUT = env_float("DATABASE_STATEMENT_TIMEOUT", 30.0)
+DATABASE_WEB_OPTIONS: dict[str, str] = {}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    if DATABASE_CONNECT_TIMEOUT > 0:
+        DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = DATABASE_CONNECT_TIMEOUT
+    if DATABASE_STATEMENT_TIMEOUT > 0:
+        # A libpq startup parameter: set when the connection opens, no extra round trip.
+        DATABASE_WEB_OPTIONS["options"] = (
+            f"-c statement_timeout={int(DATABASE_STATEMENT_TIMEOUT * 1000)}"
+        )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # SQLite creates the file but not its folder; a fresh DATA_DIR would fail with
     # "unable to open database file".
@@ -121,6 +179,28 @@ MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 10 * 1024 * 1024)
 MAX_IMAGE_PIXELS = env_int("MAX_IMAGE_PIXELS", 40_000_000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_UPLOAD_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+# The largest request body (Content-Length) accepted at all, refused with 413 before it is read
+# (searchsite/middleware.py). Default: a product created with its 20 images at MAX_UPLOAD_BYTES
+# each, plus 1 MiB of form fields. The searches (one image) accept MAX_UPLOAD_BYTES + 1 MiB.
+MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 20 * MAX_UPLOAD_BYTES + 1024 * 1024)
+
+# --- Cache --------------------------------------------------------------------------------------
+# What the API's throttles count with (and any other Django cache use). CACHE_URL=redis://host:6379/1
+# shares it between every process and machine (Django's Redis backend); empty: local memory,
+# counted per process (N gunicorn workers then allow N times the rate).
+CACHE_URL = os.environ.get("CACHE_URL", "")
+if CACHE_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", "shopsearch"),
+            # A Redis that is away costs a request at most this, never a hang.
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # --- Celery -----------------------------------------------------------------------------
 # With no broker configured, tasks run in-process (eager): the embedded set-up needs no Redis.
@@ -218,6 +298,19 @@ if EMBEDDINGS_FAISS_THREADS and EMBEDDINGS_TORCH_THREADS:
 EMBEDDINGS_QUERY_CACHE_SIZE = env_int("EMBEDDINGS_QUERY_CACHE_SIZE", 1024)
 
 # --- REST framework -------------------------------------------------------------------------
+
+
+def _throttle_rate(name: str, default: str) -> str | None:
+    value = os.environ.get(name, default).strip().lower()
+    if value in ("", "off", "none", "0"):
+        return None
+    if not re.fullmatch(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)", value):
+        raise ImproperlyConfigured(
+            f"{name}={value!r} is not a rate: use e.g. 60/min, 5/s, 1000/hour, 10000/day, or off."
+        )
+    return value
+
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
@@ -229,6 +322,16 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "searchsite.api.PageNumberPagination",
     "PAGE_SIZE": 24,
     "EXCEPTION_HANDLER": "searchsite.api.exception_handler",
+    # Rates of the throttles in searchsite/api.py, "N/s", "N/min", "N/hour" or "N/day"; "off"
+    # turns one off. 429 with Retry-After when exceeded.
+    "DEFAULT_THROTTLE_RATES": {
+        "search_anon": _throttle_rate("THROTTLE_SEARCH_ANON", "60/min"),
+        "search_user": _throttle_rate("THROTTLE_SEARCH_USER", "600/min"),
+        "auth_token": _throttle_rate("THROTTLE_AUTH_TOKEN", "10/min"),
+    },
+    # Proxies in front of the app that append to X-Forwarded-For (1 behind nginx): throttles count
+    # per client address. 0: the socket's address (a client cannot forge it).
+    "NUM_PROXIES": env_int("THROTTLE_NUM_PROXIES", 0),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Shop search API",

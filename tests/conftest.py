@@ -40,8 +40,13 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_settings(settings, tmp_path, tiny_checkpoint):
+    from django.core.cache import cache
+
     from embeddings import runtime, selectors
 
+    # Throttle counts (and anything else cached) start empty: a test is never throttled because
+    # of the requests of the tests before it. Tests use local memory (CACHE_URL unset).
+    cache.clear()
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.EMBEDDINGS_INDEX_DIR = tmp_path / "index"
     settings.EMBEDDINGS_MODEL = TINY_MODEL_NAME

@@ -1,5 +1,7 @@
 from django.urls import path
-from rest_framework.authtoken.views import obtain_auth_token
+from rest_framework.authtoken.views import ObtainAuthToken
+
+from searchsite.api import AuthTokenThrottle
 
 from . import views
 
@@ -18,5 +20,10 @@ urlpatterns = [
         name="product-image-detail",
     ),
     path("categories/", views.CategoryListView.as_view(), name="category-list"),
-    path("auth/token/", obtain_auth_token, name="auth-token"),
+    # Throttled per address (THROTTLE_AUTH_TOKEN): each request is a password guess.
+    path(
+        "auth/token/",
+        ObtainAuthToken.as_view(throttle_classes=[AuthTokenThrottle]),
+        name="auth-token",
+    ),
 ]

@@ -18,7 +18,7 @@ from rest_framework.views import APIView
 
 from catalog import selectors as catalog_selectors
 from catalog.api.serializers import ErrorSerializer
-from searchsite.api import ApiError
+from searchsite.api import SEARCH_THROTTLES, ApiError
 
 from .. import selectors
 from .serializers import (
@@ -80,6 +80,7 @@ def _without_blanks(params: dict) -> dict:
 
 class SearchView(APIView):
     permission_classes = [AllowAny]
+    throttle_classes = SEARCH_THROTTLES  # THROTTLE_SEARCH_ANON / THROTTLE_SEARCH_USER
     # POST is a read (a search by image), not a write: no staff needed.
     parser_classes = [MultiPartParser, FormParser]
 
@@ -136,6 +137,7 @@ class SearchView(APIView):
 
 class ProductSimilarView(APIView):
     permission_classes = [AllowAny]
+    throttle_classes = SEARCH_THROTTLES  # THROTTLE_SEARCH_ANON / THROTTLE_SEARCH_USER
 
     @extend_schema(
         tags=[TAG],
