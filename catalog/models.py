@@ -81,6 +81,9 @@ class ProductImage(models.Model):
     )
     index_error = models.TextField(blank=True, editable=False)
     indexed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # When its embedding was last queued: the periodic reconcile re-queues an image still pending
+    # a grace period after this (its task was lost: broker down at save, a worker killed).
+    queued_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

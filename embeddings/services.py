@@ -4,6 +4,7 @@ rebuilding and snapshotting the index."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -29,13 +30,20 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class EmbedOutcome:
     image_id: int
-    status: str  # "indexed", "skipped" (unchanged), "failed", "missing"
+    # "indexed"; "skipped" (unchanged, or superseded by a newer file whose own task embeds it);
+    # "failed"; "missing" (the image was deleted before or while it was embedded)
+    status: str
     error: str = ""
 
 
-def _mark(image_id: int, status: str, error: str = "") -> None:
+def _mark(image_id: int, status: str, error: str = "", *, name: str | None = None) -> int:
+    """Sets an image's index status; with ``name``, only while the image still has that file (a
+    task that read an older file must not mark the newer one). Returns the rows changed."""
     # update() instead of save(): no post_save signal, so marking never re-enqueues a task.
-    ProductImage.objects.filter(id=image_id).update(
+    rows = ProductImage.objects.filter(id=image_id)
+    if name is not None:
+        rows = rows.filter(image=name)
+    return rows.update(
         index_status=status,
         index_error=error[:2000],
         indexed_at=timezone.now() if status == ProductImage.IndexStatus.INDEXED else None,
@@ -58,6 +66,10 @@ def images_embed(
     Safe to run twice: an image whose file content and model are unchanged is skipped unless
     ``force``. Missing rows are skipped. An unreadable image is marked failed with a reason and
     not retried; file-system errors (storage briefly unavailable) propagate so the task retries.
+
+    Races end consistent: a vector is stored under the image's row lock and only while the image
+    still has the file that was read (an image deleted or given a new file meanwhile is left to
+    the delete, or to the newer file's own task); two runs for one image leave one row.
     """
     encoder = encoder or runtime.get_encoder()
     model_id = encoder.model_id
@@ -74,16 +86,21 @@ def images_embed(
         if image is None:
             outcomes.append(EmbedOutcome(image_id, "missing"))
             continue
+        name = image.image.name
         try:
             data, digest = _read_image(image)
         except FileNotFoundError:
-            msg = f"The image file {image.image.name!r} is missing from storage; upload it again."
-            _mark(image_id, ProductImage.IndexStatus.FAILED, msg)
-            outcomes.append(EmbedOutcome(image_id, "failed", msg))
+            msg = f"The image file {name!r} is missing from storage; upload it again."
+            if _mark(image_id, ProductImage.IndexStatus.FAILED, msg, name=name):
+                outcomes.append(EmbedOutcome(image_id, "failed", msg))
+            else:  # deleted, or given a new file (and the old one removed) meanwhile
+                outcomes.append(EmbedOutcome(image_id, "missing"))
             continue
         if not force and existing.get(image_id) == digest:
             if image.index_status != ProductImage.IndexStatus.INDEXED:
-                _mark(image_id, ProductImage.IndexStatus.INDEXED)
+                _mark(image_id, ProductImage.IndexStatus.INDEXED, name=name)
+            if image.content_hash != digest:  # rows from before the hash was recorded
+                ProductImage.objects.filter(id=image_id, image=name).update(content_hash=digest)
             outcomes.append(EmbedOutcome(image_id, "skipped"))
             continue
         try:
@@ -91,7 +108,7 @@ def images_embed(
                 data, max_pixels=settings.MAX_IMAGE_PIXELS, min_side=encoder.decode_side
             )
         except ImageDecodeError as exc:
-            _mark(image_id, ProductImage.IndexStatus.FAILED, str(exc))
+            _mark(image_id, ProductImage.IndexStatus.FAILED, str(exc), name=name)
             outcomes.append(EmbedOutcome(image_id, "failed", str(exc)))
             continue
         todo.append((image, digest, pil))
@@ -99,16 +116,37 @@ def images_embed(
     if todo:
         vectors = encoder.encode_images([pil for _, _, pil in todo])  # type: ignore[misc]
         for (image, digest, _), vector in zip(todo, vectors, strict=True):
-            _store(image=image, model_id=model_id, digest=digest, vector=vector)
-            outcomes.append(EmbedOutcome(image.id, "indexed"))
+            status = _store(
+                image=image, model_id=model_id, digest=digest, vector=vector, force=force
+            )
+            outcomes.append(EmbedOutcome(image.id, status))
     return outcomes
 
 
 @transaction.atomic
-def _store(*, image: ProductImage, model_id: str, digest: str, vector: np.ndarray) -> None:
-    # The image may have been deleted while we computed; then there is nothing to store.
-    if not ProductImage.objects.select_for_update().filter(id=image.id).exists():
-        return
+def _store(
+    *, image: ProductImage, model_id: str, digest: str, vector: np.ndarray, force: bool = False
+) -> str:
+    """Stores one vector under the image's row lock. A delete takes the same lock before it
+    removes the image's embeddings (signals.image_deleting), so the two never interleave."""
+    current = list(
+        ProductImage.objects.select_for_update().filter(id=image.id).values_list("image", flat=True)
+    )
+    if not current:  # deleted while we computed: nothing to store
+        return "missing"
+    if current[0] != image.image.name:
+        # Given a new file while we computed: this vector is of the old one. The save that
+        # changed the file queued its own task, which embeds the new file (or already has).
+        return "skipped"
+    if (
+        not force
+        and ImageEmbedding.objects.filter(
+            image_id=image.id, model_id=model_id, content_hash=digest
+        ).exists()
+    ):
+        # Another run (a redelivered or re-queued task) stored this content first.
+        _mark(image.id, ProductImage.IndexStatus.INDEXED)
+        return "skipped"
     ImageEmbedding.objects.update_or_create(
         image_id=image.id,
         model_id=model_id,
@@ -123,6 +161,7 @@ def _store(*, image: ProductImage, model_id: str, digest: str, vector: np.ndarra
     IndexChange.objects.create(
         image_id=image.id, product_id=image.product_id, model_id=model_id, op=IndexChange.Op.UPSERT
     )
+    return "indexed"
 
 
 def image_embed(*, image_id: int, force: bool = False) -> EmbedOutcome:
@@ -147,17 +186,60 @@ def products_index_touch(*, product_ids: Iterable[int]) -> int:
     return len(rows)
 
 
-def images_enqueue(*, image_ids: Iterable[int], force: bool = False) -> int:
-    """Marks images pending and queues their embedding once the transaction commits."""
-    from .tasks import image_embed_task
+# After a failed publish, skip publishing for this long: a product saved with ten images while
+# the broker is down then costs one bounded publish attempt, not ten. The skipped images stay
+# pending; the periodic reconcile queues them once the broker is back.
+_PUBLISH_PAUSE_S = 5.0
+_publish_paused_until = 0.0
 
+
+def images_enqueue(*, image_ids: Iterable[int], force: bool = False) -> int:
+    """Marks images pending and queues their embedding once the transaction commits.
+
+    Never raises because of the broker: the rows are committed by then, and a request that
+    failed after its commit would make a retrying client save twice. An image whose task could
+    not be published stays ``pending`` and is queued again by ``images_reconcile``.
+    """
     ids = list(image_ids)
     ProductImage.objects.filter(id__in=ids).update(
-        index_status=ProductImage.IndexStatus.PENDING, index_error=""
+        index_status=ProductImage.IndexStatus.PENDING, index_error="", queued_at=timezone.now()
     )
-    for image_id in ids:
-        transaction.on_commit(lambda i=image_id: image_embed_task.delay(i, force=force))
+    if ids:
+        transaction.on_commit(lambda: _publish(ids, force=force))
     return len(ids)
+
+
+def _publish(image_ids: list[int], *, force: bool) -> int:
+    """Publishes one embed task per image; returns how many were published. A broker error is
+    logged, not raised (bounded by CELERY_BROKER_CONNECT_TIMEOUT and CELERY_PUBLISH_MAX_RETRIES)."""
+    global _publish_paused_until
+    from .tasks import image_embed_task
+
+    if image_embed_task.app.conf.task_always_eager:
+        # In-process (no broker): nothing to lose, and the task's own errors must surface.
+        for image_id in image_ids:
+            image_embed_task.apply_async((image_id,), {"force": force})
+        return len(image_ids)
+    if time.monotonic() < _publish_paused_until:
+        log.warning(
+            "broker unavailable a moment ago: %d image(s) left pending for the reconcile",
+            len(image_ids),
+        )
+        return 0
+    for n, image_id in enumerate(image_ids):
+        try:
+            image_embed_task.apply_async((image_id,), {"force": force})
+        except Exception as exc:  # kombu.OperationalError, redis errors, anything the broker raises
+            _publish_paused_until = time.monotonic() + _PUBLISH_PAUSE_S
+            log.warning(
+                "could not queue the embedding of %d image(s) (%s: %s); they stay pending and "
+                "the periodic reconcile queues them once the broker is reachable",
+                len(image_ids) - n,
+                type(exc).__name__,
+                exc,
+            )
+            return n
+    return len(image_ids)
 
 
 def images_embed_batched(

@@ -11,7 +11,9 @@ from catalog.models import Category, Product, ProductImage
 
 from . import services
 
-_STATUS_FIELDS = frozenset({"index_status", "index_error", "indexed_at", "content_hash"})
+_STATUS_FIELDS = frozenset(
+    {"index_status", "index_error", "indexed_at", "content_hash", "queued_at"}
+)
 
 
 @receiver(post_save, sender=ProductImage, dispatch_uid="embeddings.image_saved")
@@ -24,6 +26,16 @@ def image_saved(
         return
     # The task itself skips an image whose bytes did not change, so re-saving is cheap.
     services.images_enqueue(image_ids=[instance.id])
+
+
+@receiver(pre_delete, sender=ProductImage, dispatch_uid="embeddings.image_deleting")
+def image_deleting(sender, instance: ProductImage, **kwargs):
+    # Runs inside the delete's transaction, before it removes the image's embeddings. Taking the
+    # row lock here makes a worker storing a vector for this image (services._store, under the
+    # same lock) finish first, so its row is removed with the others; without it the delete could
+    # remove the embeddings, then wait on the row, and commit over a new embedding that points at
+    # the deleted image (a foreign-key error: an HTTP 500). A no-op on SQLite (one writer).
+    ProductImage.objects.select_for_update().filter(id=instance.id).exists()
 
 
 @receiver(post_delete, sender=ProductImage, dispatch_uid="embeddings.image_deleted")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from celery import shared_task
+from celery.utils.log import get_task_logger
 from django.db import InterfaceError, OperationalError
 
 from . import services
+
+logger = get_task_logger(__name__)
 
 # Transient: storage or database briefly unavailable. A corrupt image is not an exception here
 # (services record it on the row), so it is never retried.
@@ -15,13 +18,35 @@ TRANSIENT_ERRORS = (OSError, OperationalError, InterfaceError, TimeoutError, Con
 @shared_task(
     autoretry_for=TRANSIENT_ERRORS,
     retry_backoff=2,
-    retry_backoff_max=300,
+    # Below CELERY_BROKER_VISIBILITY_TIMEOUT (300 s): a retry waiting its countdown in a worker is
+    # not delivered a second time.
+    retry_backoff_max=240,
     retry_jitter=True,
     max_retries=8,
     acks_late=True,
+    reject_on_worker_lost=True,
 )
 def image_embed_task(image_id: int, force: bool = False) -> str:
     return services.image_embed(image_id=image_id, force=force).status
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def index_reconcile_task() -> dict[str, int]:
+    """Celery beat, every EMBEDDINGS_RECONCILE_INTERVAL seconds: queues lost or stale embeddings."""
+    from . import reconcile, runtime
+
+    outcome = reconcile.images_reconcile(model_id=runtime.get_encoder().model_id)
+    if outcome.queued:
+        logger.warning(
+            "reconcile queued %d image(s): %d pending too long, %d without a vector, %d with an "
+            "out-of-date vector; %d left for the next run",
+            outcome.queued,
+            outcome.stuck_pending,
+            outcome.missing_vector,
+            outcome.outdated_vector,
+            outcome.left,
+        )
+    return outcome.as_dict()
 
 
 @shared_task

@@ -210,8 +210,35 @@ if not CELERY_BROKER_URL:
     CELERY_BROKER_URL = "memory://"
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or None
 CELERY_TASK_EAGER_PROPAGATES = env_bool("CELERY_TASK_EAGER_PROPAGATES", False)
+# A task is acknowledged after it ran, and given back when its worker process dies: a killed
+# worker's messages are delivered again (embedding twice is harmless: tasks skip unchanged images).
 CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Redis broker: a message taken by a worker that died without acknowledging it (SIGKILL, power
+# loss) is delivered again after this many seconds. Keep it above the longest task including its
+# countdown (embedding retries back off up to 240 s); a message older than this that is still
+# running is delivered a second time, which the tasks tolerate.
+CELERY_BROKER_VISIBILITY_TIMEOUT = env_float("CELERY_BROKER_VISIBILITY_TIMEOUT", 300.0)
+# Seconds to wait for the broker when connecting; with CELERY_PUBLISH_MAX_RETRIES they bound what
+# a save costs while the broker is down (~1 s by default). The save still succeeds: its images stay
+# pending and the periodic reconcile queues them once the broker is back.
+CELERY_BROKER_CONNECTION_TIMEOUT = env_float("CELERY_BROKER_CONNECTION_TIMEOUT", 1.0)
+CELERY_PUBLISH_MAX_RETRIES = env_int("CELERY_PUBLISH_MAX_RETRIES", 2)
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": CELERY_PUBLISH_MAX_RETRIES,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT,
+    "socket_connect_timeout": CELERY_BROKER_CONNECTION_TIMEOUT,
+    # How often a worker looks for messages past their visibility timeout (kombu: every
+    # interval x throttle seconds, 100 by default): a tenth of the timeout, at least 1 s.
+    "unacked_restore_interval": max(1, int(CELERY_BROKER_VISIBILITY_TIMEOUT // 10)),
+    "unacked_restore_throttle": 1,
+}
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_TASK_DEFAULT_QUEUE", "celery")
 CELERY_TASK_ROUTES = {
     "embeddings.tasks.image_embed_task": {"queue": os.environ.get("EMBEDDINGS_QUEUE", "celery")},
@@ -225,6 +252,12 @@ CELERY_BEAT_SCHEDULE = {
     "index-change-prune": {
         "task": "embeddings.tasks.index_changes_prune_task",
         "schedule": 24 * 3600.0,
+    },
+    # Queues images whose embedding was lost (broker down at save, worker killed) or whose vector
+    # is missing or out of date; see EMBEDDINGS_RECONCILE_*.
+    "index-reconcile": {
+        "task": "embeddings.tasks.index_reconcile_task",
+        "schedule": env_float("EMBEDDINGS_RECONCILE_INTERVAL", 60.0),
     },
 }
 
@@ -252,6 +285,14 @@ EMBEDDINGS_SYNC_INTERVAL = env_float("EMBEDDINGS_SYNC_INTERVAL", 1.0)
 # Days of IndexChange rows kept by the daily prune (0: never prune). Snapshots are written every
 # few minutes, so only an index asleep longer than this has to rebuild from the stored vectors.
 EMBEDDINGS_CHANGE_LOG_DAYS = env_float("EMBEDDINGS_CHANGE_LOG_DAYS", 7.0)
+# The reconcile (celery beat, every EMBEDDINGS_RECONCILE_INTERVAL seconds) queues again images
+# pending longer than EMBEDDINGS_RECONCILE_GRACE seconds since they were queued, and images with
+# no vector (or an out-of-date one) of the serving model; at most EMBEDDINGS_RECONCILE_BATCH per
+# run. Failed images are left to staff. An upload is therefore embedded within about
+# interval + grace + CELERY_BROKER_VISIBILITY_TIMEOUT once a broker and a worker are up.
+EMBEDDINGS_RECONCILE_INTERVAL = env_float("EMBEDDINGS_RECONCILE_INTERVAL", 60.0)
+EMBEDDINGS_RECONCILE_GRACE = env_float("EMBEDDINGS_RECONCILE_GRACE", 300.0)
+EMBEDDINGS_RECONCILE_BATCH = env_int("EMBEDDINGS_RECONCILE_BATCH", 1000)
 # Text-query results scoring below this cosine similarity are dropped ("no good match"). Unset:
 # the model card's calibrated min_score; -1 keeps everything.
 EMBEDDINGS_MIN_SCORE = (

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Max
 
 from catalog.models import ProductImage
-from embeddings import runtime, selectors
+from embeddings import reconcile, runtime, selectors
 from embeddings.encoder import ModelLoadError
 from embeddings.engine.changes import pruned_through
 from embeddings.models import ImageEmbedding, IndexChange
@@ -16,7 +16,8 @@ from embeddings.models import ImageEmbedding, IndexChange
 
 class Command(BaseCommand):
     help = (
-        "Shows indexing progress (pending / indexed / failed images), the index size and the model."
+        "Shows indexing progress (pending / indexed / failed images), how far the vectors lag "
+        "behind the catalog (oldest pending image, the drift bound), the index size and the model."
     )
 
     def add_arguments(self, parser):
@@ -49,6 +50,7 @@ class Command(BaseCommand):
             "db_seq": max(IndexChange.objects.aggregate(m=Max("id"))["m"] or 0, pruned_through()),
             "change_log_pruned_through": pruned_through(),
             "snapshot": str(live.base_path) if live.base_path else None,
+            "freshness": reconcile.index_freshness().as_dict(),
         }
         if failed:
             info["failed"] = list(
@@ -71,12 +73,25 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Snapshot: {info['snapshot'] or 'none yet (run manage.py snapshot_index)'}"
         )
+        fresh = info["freshness"]
+        oldest = fresh["oldest_pending_age_s"]
+        self.stdout.write(
+            "Lag:      "
+            + (
+                f"oldest pending image queued {oldest:.0f} s ago; {fresh['pending_beyond_grace']} "
+                f"pending longer than the {fresh['grace_s']:.0f} s grace period"
+                if oldest is not None
+                else "nothing pending"
+            )
+        )
+        self.stdout.write(f"Bound:    {fresh['drift_bound']}")
         for row in info.get("failed", []):
             self.stdout.write(
                 f"  failed image {row['id']} (product {row['product_id']}): {row['index_error']}"
             )
         if counts["pending"]:
             self.stdout.write(
-                "Pending images are embedded by the Celery workers (make worker), or now in this "
-                "process with: manage.py reembed --only-missing"
+                "Pending images are embedded by the Celery workers (make worker); celery beat "
+                "queues stuck ones again (manage.py reconcile_index does it now), or embed them "
+                "in this process with: manage.py reembed --only-missing"
             )
