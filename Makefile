@@ -32,7 +32,7 @@ DEMO_MODEL_NOTE := No starter checkpoint at $(STARTER): using a random-init ViT-
 endif
 endif
 
-.PHONY: help install demo migrate admin-user runserver test test-setup services browser lint format bench worker beat clean
+.PHONY: help install demo migrate admin-user runserver test test-setup services browser lint format bench fuzz worker beat clean
 
 help:
 	@echo "make install   - virtualenv in $(VENV) with the project and its dev tools"
@@ -40,6 +40,7 @@ help:
 	@echo "make test      - install, set up Chromium/PostgreSQL/Redis, run the tests on SQLite then PostgreSQL"
 	@echo "make lint      - ruff check + ruff format --check"
 	@echo "make bench     - benchmark scripts (FAISS index, embedding throughput, search API)"
+	@echo "make fuzz      - schemathesis against the live API (gunicorn, PostgreSQL, Redis, worker); FUZZ_EXAMPLES, FUZZ_SECONDS"
 	@echo "make worker    - a Celery worker (set CELERY_BROKER_URL=redis://...)"
 
 # --- install -------------------------------------------------------------------------------------
@@ -145,6 +146,15 @@ bench: install
 	$(PY) scripts/bench_embedding.py $(BENCH_ARGS)
 	$(PY) scripts/bench_e2e.py --pg-url $(PG_URL) --sizes $(BENCH_SIZES) $(BENCH_ARGS)
 	$(PY) scripts/bench_report.py
+
+# schemathesis against the live OpenAPI schema, anonymous then with a staff token, on a production-
+# like stack it starts and stops itself (scripts/live_stack.py: gunicorn with the project's config,
+# a throwaway PostgreSQL database and redis-server, a Celery worker). Fails on any 5xx or any answer
+# the schema does not describe. FUZZ_EXAMPLES per operation, FUZZ_SECONDS per run (two runs).
+FUZZ_EXAMPLES ?= 20
+FUZZ_SECONDS ?= 120
+fuzz: install services
+	$(PY) scripts/fuzz_api.py --pg-url $(PG_URL) --examples $(FUZZ_EXAMPLES) --seconds $(FUZZ_SECONDS)
 
 # Production-style: CELERY_BROKER_URL=redis://127.0.0.1:6379/0 DATABASE_URL=postgres://... make worker
 worker: install
