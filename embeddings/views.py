@@ -2,18 +2,21 @@
 product", or a browse view when there is no query; filters and pagination on every mode.
 
 A photo search is POST -> redirect -> GET: the upload is encoded once, only its vector is kept
-in the shopper's session under a short token, and the redirect to `/?qi=<token>&...` makes
-pagination and filters plain links that never re-upload or re-encode the photo.
+(in the Django cache, under an unguessable token, for SEARCH_PHOTO_TTL seconds after its last
+use), and the redirect to `/?qi=<token>&...` makes pagination and filters plain links that never
+re-upload or re-encode the photo.
 """
 
 from __future__ import annotations
 
-import base64
+import logging
+import re
 import secrets
 from urllib.parse import urlencode
 
 import numpy as np
 from django.conf import settings
+from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -30,11 +33,15 @@ PER_PAGE = 24
 # Ranked searches stop here: past ten pages the matches are noise, and a bounded ranking keeps
 # each page view one small FAISS query (products are loaded only for the page shown).
 RESULT_LIMIT = 240
-# Photo queries live in the session (database-backed by default), not a per-process cache, so
-# any web process or replica can serve page 2; a token is only valid for the shopper who
-# uploaded the photo. Only the newest few are kept: each is dim * 4 bytes.
-PHOTO_SESSION_KEY = "search_photo_queries"
-PHOTO_QUERIES_KEPT = 10
+# Photo queries live in the Django cache (Redis in production, so any web process or replica can
+# serve page 2), not in the session: a session would be a database row per anonymous search, kept
+# for two weeks, and a signed cookie cannot hold a vector (dim * 4 bytes, several per shopper)
+# within browsers' 4 KB. The cache expires them by itself, so no cleanup job is needed. The token
+# (128 random bits) is the only key: whoever has the link can page through that search, as with
+# a text search link; the photo itself is never kept.
+PHOTO_CACHE_PREFIX = "search-photo:"
+PHOTO_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")
+logger = logging.getLogger(__name__)
 FILTER_FIELDS = ("q", "category", "price_min", "price_max")
 
 
@@ -56,7 +63,15 @@ def _photo_upload(request: HttpRequest) -> HttpResponse:
     if image is not None:
         # Image alone: the text (which the shopper may edit on the results page) is combined
         # with it on each GET, by the same rule as an upload of both.
-        params["qi"] = _photo_store(request, selectors.query_vector(image=image))
+        token = photo_query_store(selectors.query_vector(image=image))
+        if token is None:
+            form.add_error(None, PHOTO_UNAVAILABLE)
+            initial = {name: request.POST.get(name, "") for name in FILTER_FIELDS}
+            context = _context(
+                request, form=SearchForm(initial=initial), photo_form=form, mode="error"
+            )
+            return render(request, "embeddings/search.html", context, status=503)
+        params["qi"] = token
     return _redirect_to_search(params)
 
 
@@ -82,13 +97,21 @@ def _photo_from_catalog(request: HttpRequest, form: SearchForm) -> HttpResponse 
     if vector is None:
         try:
             with image.image.open("rb") as fh:
-                picture = load_image(fh, max_pixels=settings.MAX_IMAGE_PIXELS)
+                picture = load_image(
+                    fh,
+                    max_pixels=settings.MAX_IMAGE_PIXELS,
+                    min_side=runtime.get_encoder().decode_side,
+                )
         except (ImageDecodeError, OSError):
             form.add_error("photo", "That photo cannot be read right now; try another one.")
             return None
         vector = selectors.query_vector(image=picture)
+    token = photo_query_store(vector)
+    if token is None:
+        form.add_error("photo", PHOTO_UNAVAILABLE)
+        return None
     params = {name: form.cleaned_data.get(name) for name in FILTER_FIELDS}
-    params["qi"] = _photo_store(request, vector)
+    params["qi"] = token
     return _redirect_to_search(params)
 
 
@@ -126,7 +149,7 @@ def _search_page(request: HttpRequest) -> HttpResponse:
                 )
         elif token:
             mode = "photo"
-            vector = _photo_load(request, token)
+            vector = photo_query_load(token)
             if vector is None:
                 extra["photo_expired"] = True
             else:
@@ -177,26 +200,42 @@ def _context(
     }
 
 
-def _photo_store(request: HttpRequest, vector: np.ndarray) -> str:
-    token = secrets.token_urlsafe(8)
-    stored = dict(request.session.get(PHOTO_SESSION_KEY, {}))
-    packed = np.ascontiguousarray(vector, dtype="<f4").tobytes()
-    stored[token] = {
+PHOTO_UNAVAILABLE = "Photo search is unavailable right now; try again in a minute."
+
+
+def photo_query_store(vector: np.ndarray) -> str | None:
+    """Keeps a photo query's unit vector for SEARCH_PHOTO_TTL seconds; returns its token, or None
+    when the cache cannot be reached."""
+    token = secrets.token_urlsafe(16)
+    entry = {
         "model": runtime.get_encoder().model_id,
-        "vector": base64.b64encode(packed).decode("ascii"),
+        "vector": np.ascontiguousarray(vector, dtype="<f4").tobytes(),
     }
-    # Dicts keep insertion order: drop the oldest beyond the cap.
-    request.session[PHOTO_SESSION_KEY] = dict(list(stored.items())[-PHOTO_QUERIES_KEPT:])
+    try:
+        cache.set(PHOTO_CACHE_PREFIX + token, entry, timeout=settings.SEARCH_PHOTO_TTL)
+    except Exception:  # the cache backend's own connection errors (Redis down, ...)
+        logger.exception("Could not keep a photo query in the cache")
+        return None
     return token
 
 
-def _photo_load(request: HttpRequest, token: str) -> np.ndarray | None:
-    """The stored vector, or None when the token is unknown, expired, or from another model
-    (after a model change an old vector would not be comparable to the index)."""
-    entry = request.session.get(PHOTO_SESSION_KEY, {}).get(token)
-    if not entry or entry.get("model") != runtime.get_encoder().model_id:
+def photo_query_load(token: str) -> np.ndarray | None:
+    """The stored vector, or None when the token is malformed, unknown or expired, the cache is
+    unreachable, or the vector is from another model (after a model change an old vector would
+    not be comparable to the index). Each use restarts the token's SEARCH_PHOTO_TTL."""
+    if not PHOTO_TOKEN.fullmatch(token):
+        return None
+    key = PHOTO_CACHE_PREFIX + token
+    try:
+        entry = cache.get(key)
+        if entry:
+            cache.touch(key, timeout=settings.SEARCH_PHOTO_TTL)
+    except Exception:
+        logger.exception("Could not read a photo query from the cache")
+        return None
+    if not isinstance(entry, dict) or entry.get("model") != runtime.get_encoder().model_id:
         return None
     try:
-        return np.frombuffer(base64.b64decode(entry["vector"]), dtype="<f4").astype(np.float32)
+        return np.frombuffer(entry["vector"], dtype="<f4").astype(np.float32)
     except (KeyError, ValueError, TypeError):
         return None

@@ -9,8 +9,6 @@ Set E2E_SCREENSHOT_DIR to keep the screenshots somewhere you can look at them.
 
 from __future__ import annotations
 
-import base64
-import importlib
 import io
 import os
 import re
@@ -18,16 +16,14 @@ import shutil
 from decimal import Decimal
 from pathlib import Path
 
-import numpy as np
 import pytest
-from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
 from catalog import services as catalog_services
 from embeddings import selectors
 from embeddings.encoder import load_image
-from embeddings.views import PER_PAGE, PHOTO_SESSION_KEY
+from embeddings.views import PER_PAGE, photo_query_load
 from tests.conftest import distinct_image as picture
 from tests.conftest import make_image
 
@@ -178,12 +174,7 @@ def search_and_check_only_product_9_went_up(page):
     # Only the cropped region went up: the vector kept for the token is the vector of the
     # product's own picture (Playwright does not expose multipart bodies of form navigations).
     token = re.search(r"qi=([^&]+)", page.url).group(1)
-    cookie = next(c for c in page.context.cookies() if c["name"] == settings.SESSION_COOKIE_NAME)
-    session = importlib.import_module(settings.SESSION_ENGINE).SessionStore(
-        session_key=cookie["value"]
-    )
-    stored = session.load()[PHOTO_SESSION_KEY][token]
-    kept = np.frombuffer(base64.b64decode(stored["vector"]), dtype="<f4")
+    kept = photo_query_load(token)
     expected = selectors.query_vector(image=load_image(picture(9)))
     assert float(kept @ expected) > 0.999
     assert "Results for your photo" in page.inner_text("h1")

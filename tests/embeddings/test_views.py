@@ -8,6 +8,7 @@ arbitrary but deterministic, while a photo identical to a product's image scores
 from __future__ import annotations
 
 import re
+import time
 from decimal import Decimal
 from urllib.parse import parse_qs, urlparse
 
@@ -192,13 +193,52 @@ def test_expired_photo_token_asks_to_upload_again(client):
     assert card_titles(response) == []
 
 
-def test_photo_token_belongs_to_the_session_that_uploaded(client, django_user_model):
+def test_photo_search_and_its_pages_create_no_session_row(client):
+    from django.conf import settings
+    from django.contrib.sessions.models import Session
+
+    for n in range(PER_PAGE + 2):
+        create(f"Tee {n}", n)
+    response, params = upload(client, {"image": photo(3), "q": "tee"})
+    assert client.get(response["Location"]).status_code == 200
+    assert client.get(SEARCH, {"qi": params["qi"][0], "page": 2}).status_code == 200
+    assert Session.objects.count() == 0
+    assert settings.SESSION_COOKIE_NAME not in client.cookies
+
+
+def test_photo_link_works_in_another_browser_until_it_expires(client, settings):
     from django.test import Client
 
+    settings.SEARCH_PHOTO_TTL = 1
     create("Red tee", 0)
     response, _ = upload(client, {"image": photo(0)})
-    stranger = Client().get(response["Location"])
-    assert "Your photo search has expired" in stranger.content.decode()
+    stranger = Client()
+    assert card_titles(stranger.get(response["Location"])) == ["Red tee"]
+    time.sleep(0.6)
+    assert card_titles(client.get(response["Location"])) == ["Red tee"]
+    time.sleep(0.6)  # 1.2 s after the upload, 0.6 s after the last use: still there
+    assert card_titles(client.get(response["Location"])) == ["Red tee"]
+    time.sleep(1.1)
+    assert "Your photo search has expired" in client.get(response["Location"]).content.decode()
+
+
+@pytest.mark.parametrize("token", ["short", "x" * 64 + "y", "bad token with spaces!!", "a" * 22])
+def test_malformed_or_unknown_photo_tokens_are_expired_searches(client, token):
+    response = client.get(SEARCH, {"qi": token})
+    assert response.status_code in (200, 400)
+    assert '<h3 class="card-title">' not in response.content.decode()
+
+
+def test_photo_search_says_so_when_the_cache_is_down(client, monkeypatch):
+    from django.core.cache import cache
+
+    def down(*args, **kwargs):
+        raise ConnectionError("cache unreachable")
+
+    monkeypatch.setattr(cache, "set", down)
+    response = client.post(SEARCH, {"image": photo(0)})
+    assert response.status_code == 503
+    assert "Photo search is unavailable right now" in response.content.decode()
 
 
 # --- similar -------------------------------------------------------------------------------
@@ -275,6 +315,13 @@ def test_too_large_photo_is_a_message_with_400(client, settings):
     )
     assert response.status_code == 400
     assert "the limit is 1000" in response.content.decode()
+
+
+def test_photo_with_too_many_pixels_to_decode_is_a_message_with_400(client, settings):
+    settings.EMBEDDINGS_QUERY_MAX_PIXELS = 1000
+    response = client.post(SEARCH, {"image": photo(0)})
+    assert response.status_code == 400
+    assert "0.001 megapixels" in response.content.decode()
 
 
 def test_post_with_neither_photo_nor_text_is_a_message(client):
