@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -20,10 +21,12 @@ from PIL import Image
 
 from catalog.models import Category, Product, ProductImage
 from catalog.selectors import product_filter, product_queryset
+from searchsite.errors import ServiceUnavailable
 
 from . import hybrid, runtime
 from .encoder import l2_normalize
 from .engine.columns import Filter
+from .engine.live import IndexDamagedError
 from .models import ImageEmbedding
 
 MAX_QUERY_CHARS = 500
@@ -225,8 +228,20 @@ def _engine_filter(
     )
 
 
+@contextmanager
+def _index_available():
+    """A base found damaged while serving is refused until it is rebuilt: a 503 (searchsite
+    answers ServiceUnavailable so) rather than a wrong answer."""
+    try:
+        yield
+    except IndexDamagedError as exc:
+        raise ServiceUnavailable(str(exc)) from exc
+
+
 def _vector_rows(live, vector: np.ndarray, flt: Filter, depth: int) -> list[Row]:
-    return [(h.product_id, h.score, h.image_id) for h in live.search(vector, k=depth, flt=flt)]
+    with _index_available():
+        hits = live.search(vector, k=depth, flt=flt)
+    return [(h.product_id, h.score, h.image_id) for h in hits]
 
 
 def product_search_by_vector(
@@ -337,15 +352,17 @@ def _best_images(live, vector: np.ndarray, shown: list[Product]) -> dict[int, tu
     no search; products with no indexed image are left out."""
     owner = {image.id: product.id for product in shown for image in product.images.all()}
     best: dict[int, tuple[float, int]] = {}
-    for image_id, score in live.score_images(vector, owner).items():
+    with _index_available():
+        scores = live.score_images(vector, owner)
+    for image_id, score in scores.items():
         pid = owner[image_id]
         if pid not in best or score > best[pid][0]:
             best[pid] = (score, image_id)
     missing = [p.id for p in shown if p.id not in best and p.images.all()]
     if missing:  # stored in a form that is not a vector (PQ codes): ask the index
         only = Filter(product_ids=frozenset(missing))
-        for h in live.search(vector, k=len(missing), flt=only):
-            best[h.product_id] = (h.score, h.image_id)
+        for pid, score, image_id in _vector_rows(live, vector, only, len(missing)):
+            best[pid] = (score, image_id)
     return best
 
 
