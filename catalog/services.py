@@ -50,8 +50,15 @@ def product_create(
     )
     product.full_clean()
     product.save()
-    for position, image in enumerate(images):
-        product_image_add(product=product, file=image, position=position)
+    added: list[ProductImage] = []
+    try:
+        for position, image in enumerate(images):
+            added.append(product_image_add(product=product, file=image, position=position))
+    except BaseException:
+        # The rows roll back with the transaction; the files already written would not.
+        for image in added:
+            image.image.delete(save=False)
+        raise
     return product
 
 
@@ -82,8 +89,15 @@ def product_image_add(
         last = product.images.order_by("-position").values_list("position", flat=True).first()
         position = 0 if last is None else last + 1
     image = ProductImage(product=product, position=position, alt_text=alt_text)
+    # Every field but the file is checked before the file is written (position past the
+    # database's integer range, alt_text too long ...): a rejected row leaves nothing in storage.
+    image.clean_fields(exclude=["image", "product"])
     image.image.save(getattr(file, "name", None) or "upload.jpg", file, save=False)
-    image.save()
+    try:
+        image.save()
+    except BaseException:
+        image.image.delete(save=False)
+        raise
     return image
 
 

@@ -12,6 +12,9 @@ from searchsite.api import ApiError
 from ..models import Category, Product, ProductImage
 from ..validators import CODE_INVALID, UPLOAD_ERROR_STATUS, validate_image_upload
 
+# The largest value a PositiveIntegerField holds in every database Django supports.
+MAX_POSITION = 2_147_483_647
+
 
 class ErrorBodySerializer(serializers.Serializer):
     code = serializers.CharField(
@@ -194,8 +197,9 @@ class ProductImageCreateSerializer(serializers.Serializer):
     alt_text = serializers.CharField(max_length=255, allow_blank=True, required=False, default="")
     position = serializers.IntegerField(
         min_value=0,
+        max_value=MAX_POSITION,
         required=False,
         allow_null=True,
         default=None,
-        help_text="Defaults to after the last image.",
+        help_text="0 comes first. Defaults to after the last image.",
     )
