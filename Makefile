@@ -32,7 +32,7 @@ DEMO_MODEL_NOTE := No starter checkpoint at $(STARTER): using a random-init ViT-
 endif
 endif
 
-.PHONY: help install demo migrate admin-user runserver test test-setup services browser lint format bench fuzz worker beat clean
+.PHONY: help install demo migrate admin-user runserver test test-setup services browser lint format bench fuzz load worker beat clean
 
 help:
 	@echo "make install   - virtualenv in $(VENV) with the project and its dev tools"
@@ -41,6 +41,7 @@ help:
 	@echo "make lint      - ruff check + ruff format --check"
 	@echo "make bench     - benchmark scripts (FAISS index, embedding throughput, search API)"
 	@echo "make fuzz      - schemathesis against the live API (gunicorn, PostgreSQL, Redis, worker); FUZZ_EXAMPLES, FUZZ_SECONDS"
+	@echo "make load      - mixed search/upload/delete load for LOAD_SECONDS, then checks every upload is indexed once"
 	@echo "make worker    - a Celery worker (set CELERY_BROKER_URL=redis://...)"
 
 # --- install -------------------------------------------------------------------------------------
@@ -155,6 +156,14 @@ FUZZ_EXAMPLES ?= 20
 FUZZ_SECONDS ?= 120
 fuzz: install services
 	$(PY) scripts/fuzz_api.py --pg-url $(PG_URL) --examples $(FUZZ_EXAMPLES) --seconds $(FUZZ_SECONDS)
+
+# LOAD_SECONDS of mixed traffic (text, image and filtered searches, product pages, staff uploads and
+# deletes) on the same kind of stack with several gunicorn workers, a worker and beat; then waits
+# for the queue to drain and checks every upload is indexed exactly once and the index matches the
+# database. Fails on any check or any 5xx.
+LOAD_SECONDS ?= 180
+load: install services
+	$(PY) scripts/load_test.py --pg-url $(PG_URL) --seconds $(LOAD_SECONDS)
 
 # Production-style: CELERY_BROKER_URL=redis://127.0.0.1:6379/0 DATABASE_URL=postgres://... make worker
 worker: install
