@@ -4,8 +4,9 @@ then checks that nothing was lost, indexed twice or left behind.
 
 The stack (scripts/live_stack.py): gunicorn with searchsite/gunicorn.conf.py and several
 workers, a throwaway PostgreSQL database, a throwaway redis-server (broker and throttle cache),
-one Celery worker and celery beat (snapshots every minute, so a base is compacted and switched
-to under load, and any periodic reconcile the project schedules runs too). The catalog: a few
+one Celery worker and celery beat (a snapshot every minute, so a base is compacted and switched
+to under load; the reconcile every 20 s with a 5 s grace, so images a worker is embedding are
+queued a second time). The catalog: a few
 hundred products with the real photos of ../shared/datasets/myntra-small (read in place, as
 scripts/bench_data.py finds it; BENCH_DATASET elsewhere), or generated images without it.
 
@@ -464,7 +465,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     source = DATASET if (DATASET / "manifest.csv").is_file() else None
-    extra = {"EMBEDDINGS_SNAPSHOT_INTERVAL": "60", "GUNICORN_TIMEOUT": "60"}
+    extra = {
+        "EMBEDDINGS_SNAPSHOT_INTERVAL": "60",
+        # The reconcile runs every 20 s and queues again any image pending for 5 s: under load
+        # that sends a second task for images a worker is embedding, which must still end with
+        # exactly one vector each.
+        "EMBEDDINGS_RECONCILE_INTERVAL": "20",
+        "EMBEDDINGS_RECONCILE_GRACE": "5",
+    }
     problems: list[str] = []
     try:
         with LiveStack(
