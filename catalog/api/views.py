@@ -4,8 +4,9 @@ shape; catalog.services does the writing and catalog.selectors the reading."""
 from __future__ import annotations
 
 import django_filters
+from django import forms
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import generics, mixins, status
 from rest_framework.exceptions import NotFound
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
@@ -15,9 +16,10 @@ from rest_framework.response import Response
 
 from .. import selectors, services
 from ..models import Category, Product, ProductImage
+from .pagination import ProductPagination
+from .schema import errors
 from .serializers import (
     CategorySerializer,
-    ErrorSerializer,
     ProductCreateSerializer,
     ProductImageCreateSerializer,
     ProductImageSerializer,
@@ -28,20 +30,7 @@ from .serializers import (
 TAG = "catalog"
 
 
-def error(description: str) -> OpenApiResponse:
-    return OpenApiResponse(ErrorSerializer, description=description)
-
-
-READ_ERRORS = {400: error("Bad parameter."), 404: error("No such product, or no such page.")}
-WRITE_ERRORS = {
-    400: error("Invalid data; `error.details` names the fields."),
-    401: error("No credentials were given."),
-    403: error("The user is not staff."),
-}
-UPLOAD_ERRORS = {
-    413: error("The file is larger than MAX_UPLOAD_BYTES."),
-    415: error("The file is not a JPEG, PNG, WebP, GIF, BMP or TIFF image."),
-}
+NO_PRODUCT = "No such product (inactive products too, except for staff): `not_found`."
 
 
 class IsStaffOrReadOnly(BasePermission):
@@ -81,9 +70,21 @@ def _product_response(request: Request, product_id: int, status_code: int = 200)
     )
 
 
+class ProductFilterForm(forms.Form):
+    def clean(self):
+        cleaned = super().clean()
+        low, high = cleaned.get("price_min"), cleaned.get("price_max")
+        if low is not None and high is not None and low > high:
+            # The same message as the search endpoint's (embeddings.api.serializers).
+            self.add_error(
+                "price_min", f"price_min ({low}) is greater than price_max ({high}); swap them."
+            )
+        return cleaned
+
+
 class ProductFilter(django_filters.FilterSet):
     """Parses the shopper filters; catalog.selectors.product_filter applies them (the same
-    rules as the search pages)."""
+    rules as the search pages). An upside-down price range is a 400, as on search."""
 
     category = django_filters.CharFilter(method="noop", help_text="Category slug, e.g. `t-shirts`.")
     price_min = django_filters.NumberFilter(method="noop", help_text="Lowest price, inclusive.")
@@ -92,6 +93,7 @@ class ProductFilter(django_filters.FilterSet):
     class Meta:
         model = Product
         fields: list[str] = []
+        form = ProductFilterForm
 
     def noop(self, queryset, name, value):  # filtering happens in filter_queryset
         return queryset
@@ -112,6 +114,7 @@ class ProductListCreateView(mixins.ListModelMixin, generics.GenericAPIView):
     parser_classes = [JSONParser, MultiPartParser, FormParser]
     serializer_class = ProductSerializer
     filterset_class = ProductFilter
+    pagination_class = ProductPagination
 
     def get_queryset(self) -> QuerySet[Product]:
         return selectors.product_queryset(include_inactive=_is_staff(self.request))
@@ -119,8 +122,19 @@ class ProductListCreateView(mixins.ListModelMixin, generics.GenericAPIView):
     @extend_schema(
         summary="List products",
         description="Active products, newest first (staff also see inactive ones). "
-        "page_size must be 1..100.",
-        responses={200: ProductSerializer(many=True), **READ_ERRORS},
+        "`page` from 1 (past the last page: 404), `page_size` 1..100; `price_min` <= `price_max`.",
+        responses={
+            200: ProductSerializer(many=True),
+            **errors(
+                400,
+                404,
+                described={
+                    400: "A bad filter or paging parameter (`error.details` names it), or "
+                    "price_min > price_max: `invalid`.",
+                    404: "The page is past the last page: `not_found`.",
+                },
+            ),
+        },
     )
     def get(self, request: Request, *args, **kwargs) -> Response:
         return self.list(request, *args, **kwargs)
@@ -133,7 +147,7 @@ class ProductListCreateView(mixins.ListModelMixin, generics.GenericAPIView):
             "application/json": ProductWriteSerializer,
             "multipart/form-data": ProductCreateSerializer,
         },
-        responses={201: ProductSerializer, **WRITE_ERRORS, **UPLOAD_ERRORS},
+        responses={201: ProductSerializer, **errors(400, 403, 413, 415)},
     )
     def post(self, request: Request, *args, **kwargs) -> Response:
         serializer = ProductCreateSerializer(data=request.data)
@@ -150,7 +164,8 @@ class ProductDetailView(generics.GenericAPIView):
     queryset = Product.objects.none()  # for the schema; lookups go through the selector
 
     @extend_schema(
-        summary="Get a product", responses={200: ProductSerializer, 404: READ_ERRORS[404]}
+        summary="Get a product",
+        responses={200: ProductSerializer, **errors(404, described={404: NO_PRODUCT})},
     )
     def get(self, request: Request, pk: int) -> Response:
         product = _product_or_404(request, pk)
@@ -160,7 +175,10 @@ class ProductDetailView(generics.GenericAPIView):
         summary="Replace a product's fields (staff)",
         description="Fields left out get their defaults (sku and images are kept).",
         request=ProductWriteSerializer,
-        responses={200: ProductSerializer, **WRITE_ERRORS, 404: READ_ERRORS[404]},
+        responses={
+            200: ProductSerializer,
+            **errors(400, 403, 404, 413, 415, described={404: NO_PRODUCT}),
+        },
     )
     def put(self, request: Request, pk: int) -> Response:
         return self._update(request, pk, partial=False)
@@ -168,7 +186,10 @@ class ProductDetailView(generics.GenericAPIView):
     @extend_schema(
         summary="Change some of a product's fields (staff)",
         request=ProductWriteSerializer,
-        responses={200: ProductSerializer, **WRITE_ERRORS, 404: READ_ERRORS[404]},
+        responses={
+            200: ProductSerializer,
+            **errors(400, 403, 404, 413, 415, described={404: NO_PRODUCT}),
+        },
     )
     def patch(self, request: Request, pk: int) -> Response:
         return self._update(request, pk, partial=True)
@@ -176,7 +197,7 @@ class ProductDetailView(generics.GenericAPIView):
     @extend_schema(
         summary="Delete a product (staff)",
         description="Its images leave the search index.",
-        responses={204: None, **WRITE_ERRORS, 404: READ_ERRORS[404]},
+        responses={204: None, **errors(403, 404, described={404: NO_PRODUCT})},
     )
     def delete(self, request: Request, pk: int) -> Response:
         services.product_delete(product=_product_or_404(request, pk))
@@ -204,9 +225,7 @@ class ProductImageCreateView(generics.GenericAPIView):
         request={"multipart/form-data": ProductImageCreateSerializer},
         responses={
             201: ProductImageSerializer,
-            **WRITE_ERRORS,
-            404: READ_ERRORS[404],
-            **UPLOAD_ERRORS,
+            **errors(400, 403, 404, 413, 415, described={404: NO_PRODUCT}),
         },
     )
     def post(self, request: Request, pk: int) -> Response:
@@ -236,7 +255,10 @@ class ProductImageDetailView(generics.GenericAPIView):
     @extend_schema(
         summary="Remove an image from a product (staff)",
         description="The image leaves the search index.",
-        responses={204: None, **WRITE_ERRORS, 404: error("No such product or image.")},
+        responses={
+            204: None,
+            **errors(403, 404, described={404: "No such product, or it has no such image."}),
+        },
     )
     def delete(self, request: Request, pk: int, image_id: int) -> Response:
         product = _product_or_404(request, pk)
@@ -254,6 +276,9 @@ class CategoryListView(generics.GenericAPIView):
     queryset = Category.objects.none()
     pagination_class = None  # a shop has few categories: all of them, in one list
 
-    @extend_schema(summary="List all categories", responses={200: CategorySerializer(many=True)})
+    @extend_schema(
+        summary="List all categories",
+        responses={200: CategorySerializer(many=True), **errors()},
+    )
     def get(self, request: Request) -> Response:
         return Response(CategorySerializer(selectors.category_list(), many=True).data)

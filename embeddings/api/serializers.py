@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import RegexValidator
+from drf_spectacular.utils import extend_schema_field
 from PIL import Image
 from rest_framework import serializers
 
@@ -13,6 +15,7 @@ from searchsite.api import MAX_PAGE_SIZE, ApiError
 
 from .. import runtime
 from ..encoder import ImageDecodeError, ImageTooLargeError, load_image
+from ..selectors import MAX_QUERY_CHARS
 
 DEFAULT_PAGE_SIZE = 24
 DEFAULT_SIMILAR = 12
@@ -46,23 +49,25 @@ class QueryImageField(serializers.FileField):
             raise ApiError(str(exc), code="invalid_image") from None
 
 
+@extend_schema_field({"type": "number"})
+class PriceField(serializers.DecimalField):
+    """A price filter: any decimal number, stated as a number in the schema (as on the product
+    list), not as the decimal string DRF would describe."""
+
+    def __init__(self, **kwargs):
+        super().__init__(max_digits=None, decimal_places=None, required=False, **kwargs)
+
+
 class SearchFilterSerializer(serializers.Serializer):
     category = serializers.CharField(required=False, allow_blank=True, help_text="Category slug.")
-    price_min = serializers.DecimalField(
-        max_digits=None,
-        decimal_places=None,
+    price_min = PriceField(help_text="Lowest price, inclusive.")
+    price_max = PriceField(help_text="Highest price, inclusive.")
+    page = serializers.IntegerField(
+        min_value=1,
         required=False,
-        allow_null=True,
-        help_text="Lowest price, inclusive.",
+        default=1,
+        help_text="Page number, from 1; past the last page: 404.",
     )
-    price_max = serializers.DecimalField(
-        max_digits=None,
-        decimal_places=None,
-        required=False,
-        allow_null=True,
-        help_text="Highest price, inclusive.",
-    )
-    page = serializers.IntegerField(min_value=1, required=False, default=1)
     page_size = serializers.IntegerField(
         min_value=1, max_value=MAX_PAGE_SIZE, required=False, default=DEFAULT_PAGE_SIZE
     )
@@ -76,20 +81,44 @@ class SearchFilterSerializer(serializers.Serializer):
         return attrs
 
 
+QUERY_TOO_LONG = "The text query is too long; the limit is {max_length} characters."
+
+
 class SearchQuerySerializer(SearchFilterSerializer):
+    """GET search/: a text search, so `q` is required."""
+
     q = serializers.CharField(
-        required=False,
-        allow_blank=True,
+        max_length=MAX_QUERY_CHARS,
         trim_whitespace=True,
-        help_text="Text query, e.g. `giraffe shirt`.",
+        # Says in the schema that blanks alone are no query (the "blank" error below).
+        validators=[RegexValidator(r"\S", message="The text query is empty; give some words.")],
+        help_text="Text query, e.g. `giraffe shirt` (required; at most 500 characters).",
+        error_messages={
+            "required": "Give a text query, e.g. ?q=giraffe+shirt (to search by image, POST a "
+            "multipart form with `image`).",
+            "blank": "The text query is empty; give some words, e.g. ?q=giraffe+shirt.",
+            "max_length": QUERY_TOO_LONG,
+        },
     )
 
 
-class SearchFormSerializer(SearchQuerySerializer):
+class SearchFormSerializer(SearchFilterSerializer):
+    """POST search/: an image, a text, or both."""
+
+    q = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=MAX_QUERY_CHARS,
+        trim_whitespace=True,
+        help_text="Text query (at most 500 characters); with `image`, both count equally.",
+        error_messages={"max_length": QUERY_TOO_LONG},
+    )
     image = QueryImageField(
         required=False,
         allow_null=True,
-        help_text="Query image (JPEG, PNG, WebP, GIF, BMP or TIFF). With `q` too, both count equally.",
+        help_text="Query image (JPEG, PNG, WebP, GIF, BMP or TIFF), at most MAX_UPLOAD_BYTES "
+        "(10 MB) and MAX_IMAGE_PIXELS; other formats than JPEG at most "
+        "EMBEDDINGS_QUERY_MAX_PIXELS (16 MP). With `q` too, both count equally.",
     )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework.exceptions import NotFound
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny
@@ -17,7 +17,7 @@ from rest_framework.utils.urls import remove_query_param, replace_query_param
 from rest_framework.views import APIView
 
 from catalog import selectors as catalog_selectors
-from catalog.api.serializers import ErrorSerializer
+from catalog.api.schema import errors
 from searchsite.api import SEARCH_THROTTLES, ApiError
 
 from .. import selectors
@@ -35,14 +35,7 @@ TAG = "search"
 SEARCH_DEPTH = selectors.MAX_RESULTS
 
 
-def _error(description: str) -> OpenApiResponse:
-    return OpenApiResponse(ErrorSerializer, description=description)
-
-
-SEARCH_ERRORS = {
-    400: _error("No query, a bad parameter, or an unreadable image (`invalid_image`)."),
-    404: _error("The page is past the last page of results."),
-}
+PAST_THE_END = "The page is past the last page of results: `not_found`."
 
 
 def _page(
@@ -88,10 +81,22 @@ class SearchView(APIView):
         tags=[TAG],
         summary="Search products by text",
         parameters=[SearchQuerySerializer],
-        responses={200: SearchResponseSerializer, **SEARCH_ERRORS},
+        responses={
+            200: SearchResponseSerializer,
+            **errors(
+                400,
+                404,
+                429,
+                described={
+                    400: "No `q`, `q` over 500 characters, a bad filter or paging parameter "
+                    "(`error.details` names it), or price_min > price_max: `invalid`.",
+                    404: PAST_THE_END,
+                },
+            ),
+        },
     )
     def get(self, request: Request) -> Response:
-        return self._search(request, request.query_params.dict())
+        return self._search(request, request.query_params.dict(), SearchQuerySerializer)
 
     @extend_schema(
         tags=[TAG],
@@ -102,17 +107,32 @@ class SearchView(APIView):
         request={"multipart/form-data": SearchFormSerializer},
         responses={
             200: SearchResponseSerializer,
-            **SEARCH_ERRORS,
-            413: _error("The image is larger than MAX_UPLOAD_BYTES."),
+            **errors(
+                400,
+                403,
+                404,
+                413,
+                415,
+                429,
+                described={
+                    400: "Neither `image` nor `q`, a bad parameter (`invalid`), an unreadable "
+                    "image (`invalid_image`), or too many pixels (`image_too_large`: over "
+                    "MAX_IMAGE_PIXELS, or a non-JPEG over EMBEDDINGS_QUERY_MAX_PIXELS).",
+                    403: "A request authenticated by a session cookie without its CSRF token.",
+                    404: PAST_THE_END,
+                    415: "The body is not a multipart or urlencoded form: "
+                    "`unsupported_media_type`.",
+                },
+            ),
         },
     )
     def post(self, request: Request) -> Response:
         params = {key: request.data.get(key) for key in request.data}
         params.update(request.query_params.dict())
-        return self._search(request, params)
+        return self._search(request, params, SearchFormSerializer)
 
-    def _search(self, request: Request, params: dict) -> Response:
-        serializer = SearchFormSerializer(data=_without_blanks(params))
+    def _search(self, request: Request, params: dict, serializer_class) -> Response:
+        serializer = serializer_class(data=_without_blanks(params))
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         text, image = data.get("q") or "", data.get("image")
@@ -146,8 +166,15 @@ class ProductSimilarView(APIView):
         parameters=[SimilarQuerySerializer],
         responses={
             200: SimilarResponseSerializer,
-            400: _error("Bad `limit` (1..100)."),
-            404: _error("No such product, or it is not active."),
+            **errors(
+                400,
+                404,
+                429,
+                described={
+                    400: "`limit` is not a whole number 1..100: `invalid`.",
+                    404: "No such product, or it is not active: `not_found`.",
+                },
+            ),
         },
     )
     def get(self, request: Request, pk: int) -> Response:

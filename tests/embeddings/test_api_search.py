@@ -246,8 +246,9 @@ def test_absurd_paging_is_400(client, shop, params):
 
 @pytest.mark.parametrize("params", [{}, {"q": ""}, {"q": "    "}, {"category": "t-shirts"}])
 def test_missing_query_is_400_with_a_clear_message(client, params):
-    error = assert_error(client.get(f"{API}/search/", params), 400)
-    assert error["message"] == "Give a text query (q), an image, or both."
+    error = assert_error(client.get(f"{API}/search/", params), 400, "invalid")
+    assert error["message"].startswith("q: ") and "?q=giraffe+shirt" in error["message"]
+    assert set(error["details"]) == {"q"}
 
 
 def test_post_without_image_or_text_is_400(client):
@@ -351,3 +352,40 @@ def test_deleted_product_disappears_from_search(client, shop):
     assert shop["blue"].pk in result_ids(image_search(client, BLUE))
     catalog_services.product_delete(product=shop["blue"])
     assert shop["blue"].pk not in result_ids(image_search(client, BLUE))
+
+
+# --- the product list and search answer bad paging and filters alike --------------------------
+
+
+@pytest.mark.parametrize("page", ["-1", "0", "abc", "1.5", "last"])
+def test_list_and_search_both_refuse_a_bad_page_with_400(client, shop, page):
+    for url in (f"{API}/products/", f"{API}/search/?q=tee"):
+        error = assert_error(client.get(url, {"page": page}), 400, "invalid")
+        assert error["message"].startswith("page"), (url, error)
+        assert "page" in error["details"]
+
+
+def test_list_and_search_both_answer_a_page_past_the_end_with_the_same_404(client, shop):
+    listed = assert_error(client.get(f"{API}/products/", {"page_size": 2, "page": 3}), 404)
+    searched = assert_error(
+        client.get(f"{API}/search/", {"q": "tee", "page_size": 2, "page": 3}), 404
+    )
+    assert (
+        listed
+        == searched
+        == {
+            "code": "not_found",
+            "message": "Page 3 is past the last page of results (2).",
+        }
+    )
+    assert len(client.get(f"{API}/products/", {"page_size": 2, "page": 2}).json()["results"]) == 1
+
+
+def test_list_and_search_both_refuse_an_upside_down_price_range(client, shop):
+    params = {"price_min": "50", "price_max": "10"}
+    listed = assert_error(client.get(f"{API}/products/", params), 400, "invalid")
+    searched = assert_error(client.get(f"{API}/search/", {"q": "tee", **params}), 400, "invalid")
+    assert listed["message"] == searched["message"]
+    assert "swap them" in listed["message"] and set(listed["details"]) == {"price_min"}
+    equal = client.get(f"{API}/products/", {"price_min": "10", "price_max": "10"})
+    assert [p["title"] for p in equal.json()["results"]] == ["Red circle tee"]
