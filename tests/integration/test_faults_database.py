@@ -269,6 +269,19 @@ def test_database_refused_then_hanging_then_back(web, proxy, shop):
     proxy._cut_open_connections()  # drop the held half-open ones too
     assert_all_up(base, shop.pk)
 
+    # The index sync recovered too: a product added now is found through the running workers.
+    added = ProductImageFactory(product=ProductFactory(title="Zanzibarquux umbrella")).product
+    deadline = time.monotonic() + 20
+    while True:
+        status, _, body, _ = fetch(base + "/api/v1/search/?q=zanzibarquux")
+        found = status == 200 and added.pk in [
+            r["product"]["id"] for r in json.loads(body)["results"]
+        ]
+        if found:
+            break
+        assert time.monotonic() < deadline, (status, body[:500])
+        time.sleep(0.5)
+
     assert proc.poll() is None  # nothing crashed: same master ...
     log = log_path.read_text()
     assert "Worker exiting" not in log and "WORKER TIMEOUT" not in log  # ... same workers
