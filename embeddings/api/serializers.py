@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import RegexValidator
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.utils import extend_schema_field
 from PIL import Image
 from rest_framework import serializers
@@ -115,7 +116,6 @@ class SearchFormSerializer(SearchFilterSerializer):
     )
     image = QueryImageField(
         required=False,
-        allow_null=True,
         help_text="Query image (JPEG, PNG, WebP, GIF, BMP or TIFF), at most MAX_UPLOAD_BYTES "
         "(10 MB) and MAX_IMAGE_PIXELS; other formats than JPEG at most "
         "EMBEDDINGS_QUERY_MAX_PIXELS (16 MP). With `q` too, both count equally.",
@@ -154,3 +154,18 @@ class SearchResponseSerializer(serializers.Serializer):
 class SimilarResponseSerializer(serializers.Serializer):
     count = serializers.IntegerField()
     results = SearchHitSerializer(many=True)
+
+
+class SearchFormSchema(OpenApiSerializerExtension):
+    """States in the schema what SearchFormSerializer alone cannot: a POST search needs an image,
+    or a text that is not only blanks (else 400 "Give a text query (q), an image, or both.")."""
+
+    target_class = SearchFormSerializer
+
+    def map_serializer(self, auto_schema, direction):
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        schema["anyOf"] = [
+            {"required": ["image"]},
+            {"required": ["q"], "properties": {"q": {"pattern": r"\S"}}},
+        ]
+        return schema

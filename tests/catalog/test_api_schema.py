@@ -103,6 +103,12 @@ def test_schema_states_paging_bounds_and_that_text_search_needs_q(live_schema):
     q = params_of(paths["/api/v1/search/"]["get"])["q"]
     assert q["required"] is True
     assert q["schema"]["maxLength"] == 500 and q["schema"]["minLength"] == 1
+    # POST: an image, or a text that is not only blanks.
+    form = live_schema["components"]["schemas"]["SearchFormRequest"]
+    assert form["anyOf"] == [
+        {"required": ["image"]},
+        {"required": ["q"], "properties": {"q": {"pattern": r"\S"}}},
+    ]
     similar = params_of(paths["/api/v1/products/{id}/similar/"]["get"])["limit"]["schema"]
     assert (similar["minimum"], similar["maximum"]) == (1, 100)
     image_position = live_schema["components"]["schemas"]["ProductImageCreateRequest"]
