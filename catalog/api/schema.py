@@ -22,14 +22,20 @@ DESCRIPTIONS: dict[int, str] = {
     "body over MAX_REQUEST_BYTES (`request_too_large`).",
     415: "The request body's type is not one this endpoint takes, or an uploaded file is not "
     "a JPEG, PNG, WebP, GIF, BMP or TIFF image: `unsupported_media_type`.",
+    414: "The URL is longer than the web server accepts (gunicorn's limit_request_line, about "
+    "4 KB): answered by the server before the API, so not in the JSON error shape. Shorten the "
+    "query string (a search can POST its text as a form field instead).",
     429: "Too many requests from this client: `throttled`; retry after the `Retry-After` "
     "header's seconds.",
     503: "The database or the search index is unavailable for a moment: "
     "`service_unavailable`; retry after the `Retry-After` header's seconds.",
 }
 
-# Every endpoint reads the database and authenticates a token when one is sent.
-ALWAYS = (401, 503)
+# Every endpoint reads the database and authenticates a token when one is sent, and the server
+# in front refuses an overlong URL on any of them.
+ALWAYS = (401, 414, 503)
+# Answered by the server, not the API: no body shape to promise.
+NO_BODY = {414}
 
 
 def error(description: str) -> OpenApiResponse:
@@ -37,11 +43,16 @@ def error(description: str) -> OpenApiResponse:
 
 
 def errors(*statuses: int, described: dict[int, str] | None = None) -> dict[int, OpenApiResponse]:
-    """Error responses for ``statuses`` plus 401 and 503; ``described`` says what a status means
+    """Error responses for ``statuses`` plus 401, 414 and 503; ``described`` says what a status means
     on this endpoint when it is narrower than the general description."""
     described = described or {}
     wanted = sorted(set(statuses) | set(ALWAYS))
-    return {status: error(described.get(status, DESCRIPTIONS[status])) for status in wanted}
+    return {
+        status: OpenApiResponse(description=DESCRIPTIONS[status])
+        if status in NO_BODY
+        else error(described.get(status, DESCRIPTIONS[status]))
+        for status in wanted
+    }
 
 
 class ObtainAuthTokenSchema(OpenApiViewExtension):
