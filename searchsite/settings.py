@@ -220,10 +220,12 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # countdown (embedding retries back off up to 240 s); a message older than this that is still
 # running is delivered a second time, which the tasks tolerate.
 CELERY_BROKER_VISIBILITY_TIMEOUT = env_float("CELERY_BROKER_VISIBILITY_TIMEOUT", 300.0)
-# Seconds to wait for the broker when connecting; with CELERY_PUBLISH_MAX_RETRIES they bound what
-# a save costs while the broker is down (~1 s by default). The save still succeeds: its images stay
-# pending and the periodic reconcile queues them once the broker is back.
+# Seconds to wait for the broker when connecting, and for an answer to a command (a Redis that
+# accepts connections but hangs); with CELERY_PUBLISH_MAX_RETRIES they bound what a save costs
+# while the broker is down (refused: ~0.3 s; hung: ~(retries + 1) x socket timeout). The save
+# still succeeds: its images stay pending and the periodic reconcile queues them once it is back.
 CELERY_BROKER_CONNECTION_TIMEOUT = env_float("CELERY_BROKER_CONNECTION_TIMEOUT", 1.0)
+CELERY_BROKER_SOCKET_TIMEOUT = env_float("CELERY_BROKER_SOCKET_TIMEOUT", 1.0)
 CELERY_PUBLISH_MAX_RETRIES = env_int("CELERY_PUBLISH_MAX_RETRIES", 2)
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "max_retries": CELERY_PUBLISH_MAX_RETRIES,
@@ -234,6 +236,7 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT,
     "socket_connect_timeout": CELERY_BROKER_CONNECTION_TIMEOUT,
+    "socket_timeout": CELERY_BROKER_SOCKET_TIMEOUT,
     # How often a worker looks for messages past their visibility timeout (kombu: every
     # interval x throttle seconds, 100 by default): a tenth of the timeout, at least 1 s.
     "unacked_restore_interval": max(1, int(CELERY_BROKER_VISIBILITY_TIMEOUT // 10)),
