@@ -92,7 +92,7 @@ def images_reconcile(
         if len(ids) >= limit:
             break
         ids += rows.order_by("id").values_list("id", flat=True)[: limit - len(ids)]
-    with transaction.atomic():  # one publish callback for the batch, after the commit
+    with transaction.atomic():  # the tasks are published once the batch is marked
         queued = services.images_enqueue(image_ids=ids)
     return ReconcileOutcome(**counts, queued=queued, left=total - queued)
 

@@ -204,8 +204,8 @@ def images_enqueue(*, image_ids: Iterable[int], force: bool = False) -> int:
     ProductImage.objects.filter(id__in=ids).update(
         index_status=ProductImage.IndexStatus.PENDING, index_error="", queued_at=timezone.now()
     )
-    if ids:
-        transaction.on_commit(lambda: _publish(ids, force=force))
+    for image_id in ids:
+        transaction.on_commit(lambda i=image_id: _publish([i], force=force))
     return len(ids)
 
 

@@ -93,7 +93,7 @@ def test_reconcile_queues_a_bounded_batch_and_a_second_run_queues_nothing_new(
         first = reconcile.images_reconcile(model_id=model_id, grace=grace, limit=3)
     assert (first.stuck_pending, first.missing_vector, first.outdated_vector) == (2, 2, 1)
     assert (first.queued, first.left) == (3, 2)
-    assert len(published) == 1  # one publish for the batch, after the commit
+    assert len(published) == 3  # published after the commit
     # Stuck ones first, then missing vectors, each oldest id first; all now pending, queued now.
     batch = ProductImage.objects.filter(
         id__in=[images["stuck"], images["legacy_stuck"], images["no_vector"]]
