@@ -214,6 +214,11 @@ CELERY_TASK_EAGER_PROPAGATES = env_bool("CELERY_TASK_EAGER_PROPAGATES", False)
 # worker's messages are delivered again (embedding twice is harmless: tasks skip unchanged images).
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# A worker that loses the broker stops its running tasks (they could not be acknowledged) and gets
+# them again once it reconnects: Celery 6's default, chosen now. A worker started before the
+# broker waits for it instead of exiting.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Redis broker: a message taken by a worker that died without acknowledging it (SIGKILL, power
 # loss) is delivered again after this many seconds. Keep it above the longest task including its
