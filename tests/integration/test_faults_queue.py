@@ -370,6 +370,28 @@ def test_deleting_an_image_or_product_while_a_worker_stores_its_vector_is_never_
     log = celery.logs["w1"].read_text(errors="replace")
     assert "Traceback" not in log and log.count("succeeded") == 2, log[-4000:]
 
+    # And unforced, as the tester did it: upload, then delete at once, while the worker embeds.
+    created = []
+    for n in range(12):
+        body = upload(staff_client, f"Short-lived {n}", [distinct_image(30 + n)])
+        time.sleep(0.02 * (n % 4))
+        image_id = body["images"][0]["id"]
+        url = (
+            f"/api/v1/products/{body['id']}/images/{image_id}/"
+            if n % 2
+            else f"/api/v1/products/{body['id']}/"
+        )
+        response = staff_client.delete(url)
+        assert response.status_code == 204, (n, response.status_code, response.content)
+        created.append(image_id)
+    wait_until(
+        lambda: celery.logs["w1"].read_text(errors="replace").count("succeeded") >= 14,
+        "the worker ran every task",
+        logs=[celery.logs["w1"]],
+    )
+    assert not ImageEmbedding.objects.filter(image_id__in=created).exists()
+    assert "Traceback" not in celery.logs["w1"].read_text(errors="replace")
+
 
 def test_a_product_deleted_while_its_task_is_queued_ends_with_nothing_to_embed(
     broker, celery_procs, staff_client, pg
