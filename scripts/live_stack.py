@@ -224,15 +224,19 @@ class LiveStack:
         return json.loads(self.django(code, timeout).strip().splitlines()[-1])
 
     # -- processes --------------------------------------------------------------------------------
-    def start_worker(self, *, concurrency: int = 1, timeout: float = 120) -> None:
-        """A real Celery worker on the throwaway Redis; returns once it answers a ping."""
+    def start_worker(
+        self, *, concurrency: int = 1, timeout: float = 120, log_level: str = "WARNING"
+    ) -> None:
+        """A real Celery worker on the throwaway Redis; returns once it answers a ping. At
+        ``log_level="INFO"`` its log has a line per task run (what the load test counts)."""
         from celery import Celery
 
         name = f"{self.name}-{os.getpid()}@stack"
         log = self.workdir / "worker.log"
         cmd = [tool("celery"), "-A", "searchsite", "worker", f"--concurrency={concurrency}"]
-        cmd += ["--loglevel=WARNING", "-n", name, "--without-gossip", "--without-mingle"]
-        proc = self.procs["worker"] = start(cmd, self.env, log)
+        cmd += [f"--loglevel={log_level}", "-n", name, "--without-gossip", "--without-mingle"]
+        env = {**self.env, "LOG_LEVEL": log_level}
+        proc = self.procs["worker"] = start(cmd, env, log)
         control = Celery(broker=self.redis_url).control
         t = time.perf_counter()
         while time.perf_counter() - t < timeout and proc.poll() is None:

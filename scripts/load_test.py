@@ -5,8 +5,8 @@ then checks that nothing was lost, indexed twice or left behind.
 The stack (scripts/live_stack.py): gunicorn with searchsite/gunicorn.conf.py and several
 workers, a throwaway PostgreSQL database, a throwaway redis-server (broker and throttle cache),
 one Celery worker and celery beat (a snapshot every minute, so a base is compacted and switched
-to under load; the reconcile every 20 s with a 5 s grace, so images a worker is embedding are
-queued a second time). The catalog: a few
+to under load; the reconcile every 20 s with a 5 s grace, so an image the worker has not reached
+within 5 s is queued a second time). The worker logs each task it runs; the figures count them. The catalog: a few
 hundred products with the real photos of ../shared/datasets/myntra-small (read in place, as
 scripts/bench_data.py finds it; BENCH_DATASET elsewhere), or generated images without it.
 
@@ -35,6 +35,7 @@ import csv
 import json
 import os
 import random
+import re
 import sys
 import threading
 import time
@@ -395,6 +396,22 @@ def found_by_own_photo(port: int, cat: Catalog, sample: int, seed: int) -> tuple
     return len(picks), misses
 
 
+def worker_tasks(log: Path) -> dict:
+    """What the worker ran, from its INFO log (a "Task <name>[id] succeeded in ...: <result>"
+    line per task; the reconcile logs a warning when it queues images)."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    done = re.findall(r"Task embeddings\.tasks\.(\w+)\[[^\]]+\] succeeded in [\d.]+s: (.*)", text)
+    results = Counter(result.strip("'\"") for name, result in done if name == "image_embed_task")
+    return {
+        "embed": sum(results.values()),
+        "embed_results": ", ".join(f"{r} x{n}" for r, n in results.most_common()) or "none",
+        "reconcile": sum(1 for name, _ in done if name == "index_reconcile_task"),
+        "reconciled": sum(int(n) for n in re.findall(r"reconcile queued (\d+) image", text)),
+        "snapshot": sum(1 for name, _ in done if name == "index_snapshot_task"),
+        "task_errors": len(re.findall(r"Task embeddings\.tasks\.\w+\[[^\]]+\] raised", text)),
+    }
+
+
 def report(args, rec: Recorder, wall: float, loads: list[float], cat: Catalog) -> list[str]:
     """Prints the figures; returns what counts as a failure."""
     problems = []
@@ -467,9 +484,8 @@ def main(argv: list[str] | None = None) -> int:
     source = DATASET if (DATASET / "manifest.csv").is_file() else None
     extra = {
         "EMBEDDINGS_SNAPSHOT_INTERVAL": "60",
-        # The reconcile runs every 20 s and queues again any image pending for 5 s: under load
-        # that sends a second task for images a worker is embedding, which must still end with
-        # exactly one vector each.
+        # The reconcile runs every 20 s and queues again any image pending for 5 s: when the
+        # worker falls behind, an image gets a second task and must still end with one vector.
         "EMBEDDINGS_RECONCILE_INTERVAL": "20",
         "EMBEDDINGS_RECONCILE_GRACE": "5",
     }
@@ -487,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
             photo_root = source or Path(stack.env["DATA_DIR"]) / "demo-catalog"
             cat = Catalog(photo_root, read_manifest(photo_root, args.products), 40, args.seed)
             token = stack.staff_token()
-            stack.start_worker()
+            stack.start_worker(log_level="INFO")
             stack.start_beat()
             port = stack.start_web()
             client = Http(port)
@@ -541,6 +557,14 @@ def main(argv: list[str] | None = None) -> int:
             ):
                 if state[key]:
                     problems.append(f"{what}: {state[key]}")
+            tasks = worker_tasks(args.workdir / "worker.log")
+            print(
+                f"worker: {tasks['embed']} embed tasks run ({tasks['embed_results']}) for "
+                f"{cat.created_images} uploaded images; {tasks['reconcile']} reconcile runs "
+                f"queued {tasks['reconciled']} image(s) again; {tasks['snapshot']} snapshots"
+            )
+            if tasks["task_errors"]:
+                problems.append(f"worker.log: {tasks['task_errors']} task(s) raised")
             n, misses = found_by_own_photo(port, cat, args.search_sample, args.seed)
             print(f"found first by its own photo: {n - len(misses)} of {n} sampled uploads")
             if misses:
