@@ -278,6 +278,30 @@ if not re.fullmatch(r"[A-Z]{3}", SHOP_CURRENCY):
         f"SHOP_CURRENCY={SHOP_CURRENCY!r} is not an ISO 4217 currency code; set it to e.g. USD, EUR or INR."
     )
 
+# --- Product image files and costly queries (privacy and abuse bounds) --------------------------
+# Product images are served at MEDIA_URL by a view that checks the product is active (staff see
+# all); SERVE_MEDIA above turns that route on. MEDIA_ACCEL hands the sending to the web server
+# after the check: "x-accel-redirect" (nginx: an `internal` location at MEDIA_ACCEL_PREFIX aliased
+# to MEDIA_ROOT, see README), "x-sendfile" (Apache mod_xsendfile, lighttpd), or "" (Django sends).
+MEDIA_ACCEL = os.environ.get("MEDIA_ACCEL", "").strip().lower()
+if MEDIA_ACCEL not in {"", "x-accel-redirect", "x-sendfile"}:
+    raise ImproperlyConfigured(
+        f"MEDIA_ACCEL={MEDIA_ACCEL!r}: use x-accel-redirect (nginx), x-sendfile (Apache) or leave it empty."
+    )
+MEDIA_ACCEL_PREFIX = (
+    "/" + os.environ.get("MEDIA_ACCEL_PREFIX", "/protected-media/").strip("/") + "/"
+)
+# How long browsers and shared caches may keep an active product's image (seconds); a product
+# made inactive can stay visible in such caches this long.
+MEDIA_CACHE_SECONDS = env_int("MEDIA_CACHE_SECONDS", 24 * 3600)
+# Image queries (API image search, the page's photo search): JPEGs are decoded at a reduced
+# scale, other formats are decoded in full, so those above this many pixels are refused
+# (400 image_too_large) before decoding: a 36 MP PNG would cost ~1 s of CPU per search.
+EMBEDDINGS_QUERY_MAX_PIXELS = env_int("EMBEDDINGS_QUERY_MAX_PIXELS", 16_000_000)
+# Seconds a photo search on the page stays usable (pagination, filters) after its last use. The
+# photo's vector is kept in the Django cache under an unguessable token, never in a session.
+SEARCH_PHOTO_TTL = env_int("SEARCH_PHOTO_TTL", 3600)
+
 # --- Embeddings ---------------------------------------------------------------------------
 # open_clip model name and weights: a pretrained tag (e.g. ViT-B-32 / laion2b_s34b_b79k) or a
 # local checkpoint path. Default: the starter model shipped in embeddings/starter (works offline).
@@ -319,6 +343,9 @@ EMBEDDINGS_RANK_WINDOW = env_int("EMBEDDINGS_RANK_WINDOW", 100)
 # seconds and anything changed. Until then processes carry the changes as a small delta.
 EMBEDDINGS_COMPACT_CHANGES = env_int("EMBEDDINGS_COMPACT_CHANGES", 5000)
 EMBEDDINGS_COMPACT_AGE = env_float("EMBEDDINGS_COMPACT_AGE", 3600.0)
+# Every serving process re-checks the checksums of the base it maps this often (seconds; 0: only
+# when a base is opened, or when a search scores outside [-1, 1]). ~0.3 s per check at 1M images.
+EMBEDDINGS_VERIFY_INTERVAL = env_float("EMBEDDINGS_VERIFY_INTERVAL", 600.0)
 # Index type: flat (exact), ivf (IVF-Flat with an HNSW coarse quantizer), ivfpq (IVF with PQ
 # codes: the memory-saving option), or auto (ivf from EMBEDDINGS_IVF_THRESHOLD vectors up).
 # See `make bench` for speed, recall and memory of each.
@@ -407,30 +434,3 @@ LOGGING = {
 }
 
 LOGIN_URL = "admin:login"
-# --- Product image files and costly queries (privacy and abuse bounds) --------------------------
-# Product images are served at MEDIA_URL by a view that checks the product is active (staff see
-# all); SERVE_MEDIA above turns that route on. MEDIA_ACCEL hands the sending to the web server
-# after the check: "x-accel-redirect" (nginx: an `internal` location at MEDIA_ACCEL_PREFIX aliased
-# to MEDIA_ROOT, see README), "x-sendfile" (Apache mod_xsendfile, lighttpd), or "" (Django sends).
-MEDIA_ACCEL = os.environ.get("MEDIA_ACCEL", "").strip().lower()
-if MEDIA_ACCEL not in {"", "x-accel-redirect", "x-sendfile"}:
-    raise ImproperlyConfigured(
-        f"MEDIA_ACCEL={MEDIA_ACCEL!r}: use x-accel-redirect (nginx), x-sendfile (Apache) or leave it empty."
-    )
-MEDIA_ACCEL_PREFIX = (
-    "/" + os.environ.get("MEDIA_ACCEL_PREFIX", "/protected-media/").strip("/") + "/"
-)
-# How long browsers and shared caches may keep an active product's image (seconds); a product
-# made inactive can stay visible in such caches this long.
-MEDIA_CACHE_SECONDS = env_int("MEDIA_CACHE_SECONDS", 24 * 3600)
-# Image queries (API image search, the page's photo search): JPEGs are decoded at a reduced
-# scale, other formats are decoded in full, so those above this many pixels are refused
-# (400 image_too_large) before decoding: a 36 MP PNG would cost ~1 s of CPU per search.
-EMBEDDINGS_QUERY_MAX_PIXELS = env_int("EMBEDDINGS_QUERY_MAX_PIXELS", 16_000_000)
-# Seconds a photo search on the page stays usable (pagination, filters) after its last use. The
-# photo's vector is kept in the Django cache under an unguessable token, never in a session.
-SEARCH_PHOTO_TTL = env_int("SEARCH_PHOTO_TTL", 3600)
-
-# Every serving process re-checks the checksums of the base it maps this often (seconds; 0: only
-# when a base is opened, or when a search scores outside [-1, 1]). ~0.3 s per check at 1M images.
-EMBEDDINGS_VERIFY_INTERVAL = env_float("EMBEDDINGS_VERIFY_INTERVAL", 600.0)
