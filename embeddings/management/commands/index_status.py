@@ -1,17 +1,16 @@
-"""manage.py index_status: how many images are pending / indexed / failed, and the index itself."""
+"""manage.py index_status: how many images are pending / indexed / failed, and the index itself.
+
+The figures come from ``embeddings.health.index_health``, the same as the admin's index health
+page (Admin > Product images > Index health)."""
 
 from __future__ import annotations
 
 import json
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db.models import Max
 
 from catalog.models import ProductImage
-from embeddings import reconcile, runtime, selectors
-from embeddings.encoder import ModelLoadError
-from embeddings.engine.changes import pruned_through
-from embeddings.models import ImageEmbedding, IndexChange
+from embeddings.health import index_health
 
 
 class Command(BaseCommand):
@@ -29,29 +28,13 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, as_json=False, failed=False, **options):
-        counts = selectors.index_status_counts()
-        try:
-            encoder = runtime.get_encoder()
-            model_id = encoder.model_id
-            live = runtime.get_live_index()
-        except ModelLoadError as exc:
+        info = index_health()
+        if info["model_error"]:
             raise CommandError(
-                f"{exc}\nFix the model settings, then run index_status again."
-            ) from exc
-        info = {
-            "model_id": model_id,
-            "dim": live.dim,
-            "images": counts,
-            "vectors_of_this_model": ImageEmbedding.objects.filter(model_id=model_id).count(),
-            "index_size": len(live),
-            "index_kind": live.params.kind,
-            "index_delta": live.delta_size(),
-            "index_seq": live.seq,
-            "db_seq": max(IndexChange.objects.aggregate(m=Max("id"))["m"] or 0, pruned_through()),
-            "change_log_pruned_through": pruned_through(),
-            "snapshot": str(live.base_path) if live.base_path else None,
-            "freshness": reconcile.index_freshness().as_dict(),
-        }
+                f"{info['model_error']}\nFix the model settings, then run index_status again."
+            )
+        if info["index_size"] is None:
+            raise CommandError(f"The index could not be opened: {info['index_error']}")
         if failed:
             info["failed"] = list(
                 ProductImage.objects.filter(index_status=ProductImage.IndexStatus.FAILED).values(
@@ -61,18 +44,21 @@ class Command(BaseCommand):
         if as_json:
             self.stdout.write(json.dumps(info, indent=2, default=str))
             return
-        self.stdout.write(f"Model:    {model_id} (dim {live.dim})")
+        counts = info["images"]
+        self.stdout.write(f"Model:    {info['model_id']} (dim {info['dim']})")
         self.stdout.write(
             "Images:   {pending} pending, {indexed} indexed, {failed} failed".format(**counts)
         )
         self.stdout.write(
-            f"Index:    {info['index_size']} vectors ({info['index_kind']}), sequence {live.seq} "
-            f"of {info['db_seq']}; {info['index_delta']} changed since the base; "
-            f"{info['vectors_of_this_model']} vectors of this model in the database"
+            f"Index:    {info['index_size']} vectors ({info['index_kind']}), sequence "
+            f"{info['index_seq']} of {info['db_seq']}; {info['index_delta']} changed since the "
+            f"base; {info['vectors_of_this_model']} vectors of this model in the database"
         )
         self.stdout.write(
             f"Snapshot: {info['snapshot'] or 'none yet (run manage.py snapshot_index)'}"
         )
+        if info["index_error"]:
+            self.stdout.write(self.style.WARNING(f"Problem:  {info['index_error']}"))
         fresh = info["freshness"]
         oldest = fresh["oldest_pending_age_s"]
         self.stdout.write(
