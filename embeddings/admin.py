@@ -7,15 +7,25 @@ to the catalog's Product admin from here.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils.text import Truncator
 
 from catalog.admin import image_thumbnail
 from catalog.models import Product, ProductImage
 
-from . import services
+from . import reconcile, runtime, services
+from .encoder import ModelLoadError
+from .health import describe_age, index_health
 from .models import ImageEmbedding, IndexChange, IndexChangePrune
 
 
@@ -108,6 +118,114 @@ class ProductImageAdmin(admin.ModelAdmin):
     def error(self, obj: ProductImage) -> str:
         return Truncator(obj.index_error).chars(120)
 
+    def get_urls(self):
+        # Before the default URLs: "<object_id>/" would otherwise take "index-health/".
+        view = self.admin_site.admin_view(lambda request: index_health_view(request, self))
+        return [
+            path("index-health/", view, name="embeddings_index_health"),
+            *super().get_urls(),
+        ]
+
+
+# -- Index health page (issue 11, item 7) -----------------------------------------------------
+# Admin > Product images > Index health (/admin/catalog/productimage/index-health/), linked from
+# the admin index. The figures come from embeddings.health, shared with manage.py index_status;
+# the two buttons call the same services as the re-index actions and the periodic reconcile.
+
+
+def index_health_view(request: HttpRequest, model_admin: admin.ModelAdmin) -> HttpResponse:
+    """GET: the figures (staff who may view product images). POST ``action``: re-index the
+    failed images or re-queue the pending ones (staff who may change product images)."""
+    if not model_admin.has_view_or_change_permission(request):
+        raise PermissionDenied
+    can_change = model_admin.has_change_permission(request)
+    if request.method == "POST":
+        if not can_change:
+            raise PermissionDenied
+        action = request.POST.get("action")
+        if action == "reindex_failed":
+            _reindex_failed(model_admin, request)
+        elif action == "requeue_pending":
+            _requeue_pending(model_admin, request)
+        else:
+            return HttpResponseBadRequest(
+                f"Unknown action {action!r}: expected reindex_failed or requeue_pending.",
+                content_type="text/plain",
+            )
+        return redirect("admin:embeddings_index_health")
+    if request.method != "GET":
+        return HttpResponse(status=405, headers={"Allow": "GET, POST"})
+    health = index_health()
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": "Index health",
+        "opts": model_admin.opts,
+        "health": health,
+        "can_change": can_change,
+        "oldest_pending_age": describe_age(health["freshness"]["oldest_pending_age_s"]),
+        "snapshot_age": describe_age(health["snapshot_age_s"]),
+        "batch": settings.EMBEDDINGS_RECONCILE_BATCH,
+    }
+    return TemplateResponse(request, "admin/embeddings/index_health.html", context)
+
+
+def _images(n: int) -> str:
+    return f"{n} image{'s' if n != 1 else ''}"
+
+
+def _reindex_failed(model_admin: admin.ModelAdmin, request: HttpRequest) -> None:
+    failed = ProductImage.objects.filter(index_status=ProductImage.IndexStatus.FAILED)
+    total = failed.count()
+    if not total:
+        model_admin.message_user(request, "No failed images to re-index.", messages.WARNING)
+        return
+    # One batch per press, like the reconcile: a request never publishes an unbounded number of
+    # tasks (each is a broker round trip).
+    ids = list(
+        failed.order_by("id").values_list("id", flat=True)[: settings.EMBEDDINGS_RECONCILE_BATCH]
+    )
+    with transaction.atomic():  # the tasks are published once the batch is marked pending
+        queued = services.images_enqueue(image_ids=ids, force=True)
+    left = total - queued
+    model_admin.message_user(
+        request,
+        f"Queued {_images(queued)} that had failed for re-indexing."
+        + (f" {left} more failed: press the button again." if left else ""),
+        messages.SUCCESS,
+    )
+
+
+def _requeue_pending(model_admin: admin.ModelAdmin, request: HttpRequest) -> None:
+    try:
+        encoder = runtime.get_encoder()
+        _ = encoder.dim  # loads the model: never queue work for a model that cannot load
+        model_id = encoder.model_id
+    except ModelLoadError as exc:
+        model_admin.message_user(request, f"Nothing queued: {exc}", messages.ERROR)
+        return
+    # The periodic reconcile, run now and without its grace period: every pending image is
+    # queued again, with the images that lost their vector or have an out-of-date one. A task
+    # queued twice is harmless (the worker skips content that already has a vector).
+    outcome = reconcile.images_reconcile(model_id=model_id, grace=timedelta(0))
+    if not outcome.queued:
+        model_admin.message_user(
+            request,
+            "Nothing to re-queue: no image is pending, lacks a vector or has an out-of-date one.",
+            messages.WARNING,
+        )
+        return
+    model_admin.message_user(
+        request,
+        f"Re-queued {_images(outcome.queued)} for embedding ({outcome.stuck_pending} pending, "
+        f"{outcome.missing_vector} without a vector, {outcome.outdated_vector} with an "
+        "out-of-date vector)."
+        + (f" {outcome.left} more: press the button again." if outcome.left else ""),
+        messages.SUCCESS,
+    )
+
+
+# -- end of the index health page -------------------------------------------------------------
+
 
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Rows written only by the indexing machinery: viewable, never edited by hand."""
@@ -159,3 +277,9 @@ class IndexChangeAdmin(ReadOnlyAdmin):
 @admin.register(IndexChangePrune)
 class IndexChangePruneAdmin(ReadOnlyAdmin):
     list_display = ["pruned_through", "deleted", "created_at"]
+
+
+# -- Search analytics report (issue 11, item 9) -----------------------------------------------
+# Registered by embeddings/analytics/admin.py (Admin > Embeddings > Search analytics); imported
+# here because Django's admin autodiscovery loads only this module.
+from .analytics import admin as _analytics_admin  # noqa: E402, F401
