@@ -84,6 +84,13 @@ class ProductImage(models.Model):
     # When its embedding was last queued: the periodic reconcile re-queues an image still pending
     # a grace period after this (its task was lost: broker down at save, a worker killed).
     queued_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Pixel size of the upright original (EXIF rotation applied) and the thumbnails made of it
+    # (catalog.thumbnails): the content hash they were made from and their widths ("160,320").
+    # Pages read these fields only, so knowing which thumbnails exist costs no storage access.
+    width = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    height = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    thumbnail_hash = models.CharField(max_length=64, blank=True, editable=False)
+    thumbnail_widths = models.CharField(max_length=100, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

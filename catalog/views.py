@@ -18,6 +18,7 @@ from django.views.decorators.http import require_safe
 
 from .models import ProductImage
 from .selectors import product_get
+from .thumbnails import THUMBNAIL_PATH
 
 # upload_to of ProductImage: the product id in the path lets a file's owner be found through the
 # product index instead of scanning every image row.
@@ -36,11 +37,21 @@ def product_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def _image_visibility(name: str) -> tuple[bool, bool]:
     """(exists, public) for a stored file name: does an image row use it, and does an *active*
     product own one of those rows. Files no image row names (orphans, anything else under
-    MEDIA_ROOT) do not exist as far as the site is concerned."""
-    rows = ProductImage.objects.filter(image=name)
-    match = _PRODUCT_FILE.fullmatch(name)
-    if match:
-        rows = rows.filter(product_id=int(match["product_id"]))
+    MEDIA_ROOT) do not exist as far as the site is concerned. A thumbnail
+    (catalog.thumbnails) belongs to the image row its name gives, in the product it names, and
+    only while that row records thumbnails of the same content: same rules as the original."""
+    thumb = THUMBNAIL_PATH.fullmatch(name)
+    if thumb:
+        rows = ProductImage.objects.filter(
+            id=int(thumb["image_id"]),
+            product_id=int(thumb["product_id"]),
+            thumbnail_hash__startswith=thumb["hash8"],
+        )
+    else:
+        rows = ProductImage.objects.filter(image=name)
+        match = _PRODUCT_FILE.fullmatch(name)
+        if match:
+            rows = rows.filter(product_id=int(match["product_id"]))
     flags = set(rows.values_list("product__is_active", flat=True)[:50])
     return bool(flags), True in flags
 

@@ -17,6 +17,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from catalog.models import ProductImage
+from catalog.thumbnails import image_thumbnails_make
 
 from . import runtime
 from .encoder import ClipEncoder, ImageDecodeError, load_image
@@ -96,6 +97,8 @@ def images_embed(
             else:  # deleted, or given a new file (and the old one removed) meanwhile
                 outcomes.append(EmbedOutcome(image_id, "missing"))
             continue
+        # Made here because the bytes are in hand; unchanged content costs a few stat calls.
+        image_thumbnails_make(image=image, data=data)
         if not force and existing.get(image_id) == digest:
             if image.index_status != ProductImage.IndexStatus.INDEXED:
                 _mark(image_id, ProductImage.IndexStatus.INDEXED, name=name)

@@ -8,6 +8,7 @@ from django.db.models.signals import post_delete, post_save, pre_delete
 from django.dispatch import receiver
 
 from catalog.models import Category, Product, ProductImage
+from catalog.thumbnails import image_thumbnails_delete
 
 from . import services
 
@@ -45,6 +46,8 @@ def image_deleted(sender, instance: ProductImage, **kwargs):
     if name:
         # Remove the file only once the row is really gone.
         transaction.on_commit(lambda: storage.delete(name))
+    product_id, image_id = instance.product_id, instance.id
+    transaction.on_commit(lambda: image_thumbnails_delete(product_id=product_id, image_id=image_id))
 
 
 @receiver(post_save, sender=Product, dispatch_uid="embeddings.product_saved")

@@ -313,6 +313,23 @@ EMBEDDINGS_DEVICE = os.environ.get("EMBEDDINGS_DEVICE", "cpu")
 EMBEDDINGS_BATCH_SIZE = env_int("EMBEDDINGS_BATCH_SIZE", 32)
 EMBEDDINGS_INDEX_DIR = Path(os.environ.get("EMBEDDINGS_INDEX_DIR", DATA_DIR / "index"))
 # How often (seconds) a serving process asks the database for index changes.
+# Thumbnails of product images (catalog.thumbnails): made once per image content by the embedding
+# worker or `manage.py make_thumbnails`, at these widths in pixels (an image narrower than a width
+# gets one at its own width, never upscaled). Grids use them through srcset; the product page's
+# gallery shows the largest. WebP at THUMBNAIL_QUALITY (1-100).
+_thumbnail_widths = os.environ.get("THUMBNAIL_WIDTHS", "160,320,640")
+try:
+    THUMBNAIL_WIDTHS = tuple(sorted({int(w) for w in _thumbnail_widths.split(",") if w.strip()}))
+except ValueError:
+    THUMBNAIL_WIDTHS = ()
+if not THUMBNAIL_WIDTHS or not all(16 <= w <= 4096 for w in THUMBNAIL_WIDTHS):
+    raise ImproperlyConfigured(
+        f"THUMBNAIL_WIDTHS={_thumbnail_widths!r}: give widths in pixels between 16 and 4096, "
+        "separated by commas, e.g. 160,320,640."
+    )
+THUMBNAIL_QUALITY = env_int("THUMBNAIL_QUALITY", 80)
+if not 1 <= THUMBNAIL_QUALITY <= 100:
+    raise ImproperlyConfigured(f"THUMBNAIL_QUALITY={THUMBNAIL_QUALITY}: use a value from 1 to 100.")
 EMBEDDINGS_SYNC_INTERVAL = env_float("EMBEDDINGS_SYNC_INTERVAL", 1.0)
 # Days of IndexChange rows kept by the daily prune (0: never prune). Snapshots are written every
 # few minutes, so only an index asleep longer than this has to rebuild from the stored vectors.

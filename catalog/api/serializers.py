@@ -10,6 +10,7 @@ from rest_framework import serializers
 from searchsite.api import ApiError
 
 from ..models import Category, Product, ProductImage
+from ..thumbnails import image_thumbnails
 from ..validators import CODE_INVALID, UPLOAD_ERROR_STATUS, validate_image_upload
 
 # The largest value a PositiveIntegerField holds in every database Django supports.
@@ -60,12 +61,35 @@ class CategorySerializer(serializers.ModelSerializer):
         fields = ["id", "name", "slug"]
 
 
+def thumbnails_json(image: ProductImage, request) -> dict[str, str]:
+    """{"160": url, "320": url, ...}: the image's WebP thumbnails by width; {} until they are made
+    (the embedding worker makes them). Row fields only: no storage access."""
+    return {
+        str(thumb.width): request.build_absolute_uri(thumb.url) if request else thumb.url
+        for thumb in image_thumbnails(image)
+    }
+
+
 class ProductImageSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
+    thumbnails = serializers.SerializerMethodField(
+        help_text='Thumbnail URLs by width in pixels, e.g. {"160": "...", "320": "..."}; empty '
+        "until the image has been processed. Widths above the original's are not made."
+    )
 
     class Meta:
         model = ProductImage
-        fields = ["id", "url", "position", "alt_text", "index_status", "index_error"]
+        fields = [
+            "id",
+            "url",
+            "width",
+            "height",
+            "thumbnails",
+            "position",
+            "alt_text",
+            "index_status",
+            "index_error",
+        ]
 
     def get_url(self, obj: ProductImage) -> str | None:
         if not obj.image:
@@ -73,6 +97,9 @@ class ProductImageSerializer(serializers.ModelSerializer):
         request = self.context.get("request")
         url = obj.image.url
         return request.build_absolute_uri(url) if request else url
+
+    def get_thumbnails(self, obj: ProductImage) -> dict[str, str]:
+        return thumbnails_json(obj, self.context.get("request"))
 
 
 class ProductSerializer(serializers.ModelSerializer):
@@ -117,6 +144,9 @@ class ProductSerializer(serializers.ModelSerializer):
                 {
                     "id": image.id,
                     "url": request.build_absolute_uri(url) if request and url else url,
+                    "width": image.width,
+                    "height": image.height,
+                    "thumbnails": thumbnails_json(image, request),
                     "position": image.position,
                     "alt_text": image.alt_text,
                     "index_status": image.index_status,

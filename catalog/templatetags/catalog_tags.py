@@ -6,6 +6,10 @@ from decimal import Decimal, InvalidOperation
 
 from django import template
 from django.conf import settings
+from django.utils.html import escape
+from django.utils.safestring import mark_safe
+
+from ..thumbnails import image_thumbnails
 
 register = template.Library()
 
@@ -32,3 +36,67 @@ def format_money(value, currency: str) -> str:
 def money(value) -> str:
     """A price in the shop's currency (settings.SHOP_CURRENCY): "$1,299.00", "12.50 CHF"."""
     return format_money(value, settings.SHOP_CURRENCY)
+
+
+# A grid card is ~220 CSS px wide beside the filters on a desktop, about half the screen on a phone
+# (shop.css .grid). The product page passes its own sizes for the gallery.
+GRID_SIZES = "(max-width: 760px) 50vw, 240px"
+
+
+def _sources(image, max_width: int | None) -> dict:
+    """src, srcset, width, height of an image's thumbnails up to ``max_width`` (all by default),
+    or of the original while it has none."""
+    thumbs = image_thumbnails(image)
+    if max_width is not None:
+        thumbs = [t for t in thumbs if t.width <= max_width] or thumbs[:1]
+    if not thumbs:
+        return {"src": image.image.url, "srcset": "", "width": image.width, "height": image.height}
+    # src for the rare browser without srcset: the largest of the set (sharp when shown big).
+    largest = thumbs[-1]
+    return {
+        "src": largest.url,
+        "srcset": ", ".join(f"{t.url} {t.width}w" for t in thumbs),
+        "width": largest.width,
+        "height": largest.height,
+    }
+
+
+@register.simple_tag
+def product_img_sources(image, *, max_width: int | None = None) -> dict:
+    """``{% product_img_sources image as s %}``: ``s.src``, ``s.srcset``, ``s.width``,
+    ``s.height`` (for scripts that swap pictures, e.g. the product gallery)."""
+    return _sources(image, max_width) if image is not None else {}
+
+
+@register.simple_tag
+def product_img(
+    image,
+    *,
+    alt: str = "",
+    sizes: str = GRID_SIZES,
+    max_width: int | None = None,
+    loading: str = "lazy",
+    **attrs,
+) -> str:
+    """``<img>`` of a product image from its thumbnails: ``src``, ``srcset`` (every thumbnail up to
+    ``max_width``), ``sizes``, and ``width``/``height`` so the browser reserves the space before
+    the file arrives. Until the thumbnails are made (the embedding worker makes them), the
+    original, with its size when known. Extra keyword arguments become attributes
+    (``data_gallery_main=True`` -> ``data-gallery-main``). Reads the row's fields only: no query,
+    no storage access."""
+    if image is None:
+        return ""
+    values = _sources(image, max_width)
+    if values["srcset"]:
+        values["sizes"] = sizes
+    values.update(alt=alt or image.alt_text, loading=loading, decoding="async")
+    for key, value in attrs.items():
+        values[key.replace("_", "-")] = value
+    parts = []
+    for key, value in values.items():
+        if value is None or value is False or value == "":
+            continue
+        # escape(), not format_html's conditional escape: a template's string literal arrives
+        # marked safe, and an attribute value must be escaped whatever its origin.
+        parts.append(escape(key) if value is True else f'{escape(key)}="{escape(value)}"')
+    return mark_safe("<img " + " ".join(parts) + ">")

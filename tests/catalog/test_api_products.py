@@ -80,7 +80,17 @@ def test_product_json_has_the_documented_shape(anon):
     assert body["category"] == {"id": product.category.pk, "name": "T-shirts", "slug": "t-shirts"}
     assert body["url"].startswith("http://testserver/")
     (image,) = body["images"]
-    assert set(image) == {"id", "url", "position", "alt_text", "index_status", "index_error"}
+    assert set(image) == {
+        "id",
+        "url",
+        "width",
+        "height",
+        "thumbnails",
+        "position",
+        "alt_text",
+        "index_status",
+        "index_error",
+    }
     assert image["url"].startswith("http://testserver/media/")
     assert image["alt_text"] == "front"
 
