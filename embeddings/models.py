@@ -86,3 +86,8 @@ class IndexChangePrune(models.Model):
 
     def __str__(self) -> str:
         return f"pruned through #{self.pruned_through} ({self.deleted} rows)"
+
+
+# Search analytics keeps its models in its own package; imported here so Django registers them
+# with this app (and its migrations).
+from .analytics.models import SearchClick, SearchEvent  # noqa: E402, F401

@@ -64,3 +64,18 @@ def index_changes_prune_task() -> int:
     if not days or days <= 0:
         return 0
     return services.index_changes_prune(older_than=timedelta(days=days)).deleted
+
+
+@shared_task(ignore_result=True)
+def search_log_prune_task() -> int:
+    """Celery beat, daily: deletes logged searches older than SEARCH_LOG_DAYS (0: keeps all)."""
+    from datetime import timedelta
+
+    from django.conf import settings
+
+    from .analytics.services import search_log_prune
+
+    days = settings.SEARCH_LOG_DAYS
+    if not days or days <= 0:
+        return 0
+    return search_log_prune(older_than=timedelta(days=days))

@@ -100,6 +100,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Counts a product page opened from a search result (?sid=) for the search analytics.
+    "embeddings.analytics.middleware.SearchClickMiddleware",
 ]
 
 ROOT_URLCONF = "searchsite.urls"
@@ -267,6 +269,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "embeddings.tasks.index_reconcile_task",
         "schedule": env_float("EMBEDDINGS_RECONCILE_INTERVAL", 60.0),
     },
+    # Deletes logged searches (and their clicks) older than SEARCH_LOG_DAYS.
+    "search-log-prune": {
+        "task": "embeddings.tasks.search_log_prune_task",
+        "schedule": 24 * 3600.0,
+    },
 }
 
 # --- Shop ---------------------------------------------------------------------------------------
@@ -277,6 +284,18 @@ if not re.fullmatch(r"[A-Z]{3}", SHOP_CURRENCY):
     raise ImproperlyConfigured(
         f"SHOP_CURRENCY={SHOP_CURRENCY!r} is not an ISO 4217 currency code; set it to e.g. USD, EUR or INR."
     )
+
+# --- Search analytics (embeddings/analytics) ----------------------------------------------------
+# Every search is logged without personal data (query words or "photo", mode, filters, result
+# count, latency; never an IP address, user, session or the photo) with the products opened from
+# its results, for the admin's Search analytics report. SEARCH_LOG_ENABLED=false logs nothing.
+SEARCH_LOG_ENABLED = env_bool("SEARCH_LOG_ENABLED", True)
+# Days a logged search is kept; the daily prune (celery beat) deletes older ones. 0: keep all.
+SEARCH_LOG_DAYS = env_int("SEARCH_LOG_DAYS", 90)
+if SEARCH_LOG_DAYS < 0:
+    raise ImproperlyConfigured(f"SEARCH_LOG_DAYS={SEARCH_LOG_DAYS}: use 0 (keep) or more days.")
+# A click (product opened from the results) counts only within this many hours of its search.
+SEARCH_LOG_CLICK_HOURS = env_float("SEARCH_LOG_CLICK_HOURS", 24.0)
 
 # --- Product image files and costly queries (privacy and abuse bounds) --------------------------
 # Product images are served at MEDIA_URL by a view that checks the product is active (staff see
