@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import time
 from urllib.parse import urlencode
 
 import numpy as np
@@ -26,6 +27,7 @@ from django.views.decorators.http import require_http_methods
 from catalog.selectors import product_get, product_list
 
 from . import runtime, selectors
+from .analytics.services import search_log_record
 from .encoder import ImageDecodeError, load_image
 from .forms import PhotoSearchForm, SearchForm
 
@@ -132,6 +134,7 @@ def _search_page(request: HttpRequest) -> HttpResponse:
         )
         return render(request, "embeddings/search.html", context, status=404)
 
+    started = time.perf_counter()  # search analytics: latency of search + page load
     data, filters = form.cleaned_data, form.filters()
     text, token, similar_id = data["q"], data["qi"], data["similar"]
     extra: dict = {}
@@ -167,6 +170,19 @@ def _search_page(request: HttpRequest) -> HttpResponse:
         mode, results, status = "error", [], 400
 
     page = Paginator(results, PER_PAGE).get_page(request.GET.get("page"))
+    if mode in ("text", "photo", "similar") and status == 200 and "photo_expired" not in extra:
+        # Never fails the search; a later page carries the first page's id (sid) and is not
+        # logged again. Result links carry the id so a product opened from them counts a click.
+        extra["search_id"] = search_log_record(
+            text=text,
+            photo=mode == "photo",
+            similar_id=similar_id if mode == "similar" else None,
+            filters=filters,
+            result_count=page.paginator.count,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            source="page",
+            reuse=request.GET.get("sid"),
+        )
     photo_form = PhotoSearchForm(
         initial={name: request.GET.get(name, "") for name in FILTER_FIELDS}
     )

@@ -148,6 +148,11 @@ class SearchResponseSerializer(serializers.Serializer):
     next = serializers.URLField(allow_null=True)
     previous = serializers.URLField(allow_null=True)
     query = SearchQueryEchoSerializer()
+    search_id = serializers.UUIDField(
+        allow_null=True,
+        help_text="Identifies this search for click reporting (POST search/clicks/); given on "
+        "the first page only (null on later pages, and when search logging is off).",
+    )
     results = SearchHitSerializer(many=True)
 
 

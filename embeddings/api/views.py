@@ -5,6 +5,7 @@ ranked list."""
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 
 from drf_spectacular.utils import extend_schema
@@ -21,6 +22,7 @@ from catalog.api.schema import errors
 from searchsite.api import SEARCH_THROTTLES, ApiError
 
 from .. import selectors
+from ..analytics.services import search_log_record
 from .serializers import (
     SearchFormSerializer,
     SearchHitSerializer,
@@ -136,6 +138,7 @@ class SearchView(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         text, image = data.get("q") or "", data.get("image")
+        started = time.perf_counter()  # search analytics: latency of search + page load
         try:
             hits = selectors.product_search(
                 text=text,
@@ -148,6 +151,18 @@ class SearchView(APIView):
         except selectors.SearchError as exc:
             raise ApiError(str(exc)) from None
         body = _page(request, hits, page=data["page"], page_size=data["page_size"])
+        # Logged once, on its first page (never fails the search); report clicks on results of
+        # any page with that search_id (POST search/clicks/).
+        body["search_id"] = None
+        if data["page"] == 1:
+            body["search_id"] = search_log_record(
+                text=text,
+                photo=image is not None,
+                filters={key: data.get(key) for key in ("category", "price_min", "price_max")},
+                result_count=body["count"],
+                latency_ms=(time.perf_counter() - started) * 1000,
+                source="api",
+            )
         body["query"] = {"text": selectors.normalize_query_text(text), "image": image is not None}
         body["results"] = SearchHitSerializer(
             body["results"], many=True, context={"request": request}
