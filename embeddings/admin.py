@@ -277,3 +277,9 @@ class IndexChangeAdmin(ReadOnlyAdmin):
 @admin.register(IndexChangePrune)
 class IndexChangePruneAdmin(ReadOnlyAdmin):
     list_display = ["pruned_through", "deleted", "created_at"]
+
+
+# -- Search analytics report (issue 11, item 9) -----------------------------------------------
+# Registered by embeddings/analytics/admin.py (Admin > Embeddings > Search analytics); imported
+# here because Django's admin autodiscovery loads only this module.
+from .analytics import admin as _analytics_admin  # noqa: E402, F401
