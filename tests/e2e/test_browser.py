@@ -260,7 +260,8 @@ def test_product_page_shows_gallery_and_more_like_this(page, live_server, shots)
     thumbs = page.locator("[data-gallery-thumb]")
     assert thumbs.count() == 2
     thumbs.nth(1).click()
-    assert main.get_attribute("src").endswith(thumbs.nth(1).get_attribute("href"))
+    # The main frame shows the clicked photo's medium thumbnail (the link keeps the full photo).
+    assert main.get_attribute("src") == thumbs.nth(1).get_attribute("data-main-src")
 
     section = page.locator(".more-like-this")
     assert "More like this" in section.inner_text()
