@@ -370,3 +370,14 @@ def test_api_image_json_lists_thumbnails_by_width(client):
         str(t.width): f"http://testserver{t.url}" for t in image_thumbnails(image)
     }
     assert set(data["thumbnails"]) == {"160", "320", "640"}
+
+
+def test_load_demo_catalog_gives_new_and_earlier_images_thumbnails(settings, tmp_path):
+    settings.DATA_DIR = tmp_path / "data"
+    earlier = product_with_image()  # from before thumbnails: none recorded
+    call_command("load_demo_catalog", "--count", "2", stdout=io.StringIO(), verbosity=0)
+    assert ProductImage.objects.count() == 3
+    for image in ProductImage.objects.all():
+        assert image.thumbnail_hash and image.thumbnail_hash == image.compute_content_hash()
+        assert stored(image) == sorted(t.name for t in image_thumbnails(image))
+    assert stored(earlier)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from catalog.thumbnails import images_thumbnails_make
 from embeddings.bulk_import import ImportColumns, catalog_import
 from embeddings.encoder import ModelLoadError
 
@@ -100,6 +101,11 @@ class Command(BaseCommand):
                 f"{len(report.image_ids)} image(s) are pending: run `manage.py reembed --only-missing` "
                 "(or let the Celery workers pick them up)."
             )
+        if not o["no_embed"]:
+            # Embedding made the thumbnails of new images; these are older ones without any.
+            made = sum(t.status == "made" for t in images_thumbnails_make(missing_only=True))
+            if made:
+                self.stdout.write(f"Thumbnails: made for {made} earlier image(s).")
         if report.errors:
             self.stdout.write(
                 self.style.WARNING("Fix the skipped rows in the CSV and run the import again.")

@@ -8,6 +8,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from catalog.thumbnails import images_thumbnails_make
 from embeddings.bulk_import import ImportColumns, catalog_import
 from embeddings.demo import demo_catalog_write
 from embeddings.encoder import ModelLoadError
@@ -78,3 +79,8 @@ class Command(BaseCommand):
             self.stdout.write(
                 "Embedded: {indexed} indexed, {failed} failed.".format(**report.embedded)
             )
+        # Embedding made the thumbnails of new images; a demo loaded before thumbnails existed
+        # gets them here (images with current ones are skipped without reading their files).
+        made = sum(t.status == "made" for t in images_thumbnails_make(missing_only=True))
+        if made:
+            self.stdout.write(f"Thumbnails: made for {made} earlier image(s).")
