@@ -37,7 +37,7 @@ class ReportPeriodForm(forms.Form):
         max_value=1000,
         label="Few results: at most",
         initial=DEFAULT_FEW_RESULTS,
-        widget=forms.NumberInput(attrs={"style": "width: 5em"}),
+        widget=forms.NumberInput(attrs={"style": "width: 5em", "placeholder": DEFAULT_FEW_RESULTS}),
     )
 
     def clean(self):
