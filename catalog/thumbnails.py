@@ -38,6 +38,8 @@ mimetypes.add_type("image/webp", ".webp")
 
 THUMBS_DIR = "thumbs"
 EXTENSION = "webp"
+# At most this many colours counts as a flat graphic (see _encode).
+FLAT_COLOURS = 256
 # EXIF orientations that turn the picture by 90 degrees (width and height swap).
 _TRANSPOSED = {5, 6, 7, 8}
 # What the media view accepts as a thumbnail path (see catalog.views._image_visibility).
@@ -137,7 +139,15 @@ def _encode(img: Image.Image, size: tuple[int, int]) -> bytes:
     resized = img if img.size == size else img.resize(size, Image.Resampling.LANCZOS, None, 3.0)
     buffer = io.BytesIO()
     resized.save(buffer, format="WEBP", quality=settings.THUMBNAIL_QUALITY, method=4)
-    return buffer.getvalue()
+    lossy = buffer.getvalue()
+    # A flat graphic (a drawing, a logo, a product cut out on plain colour) compresses far better
+    # losslessly, and lossy WebP blurs its edges: with few colours, try that and keep the smaller.
+    # Photos have thousands of colours after resizing; they skip the (slower) lossless encode.
+    if resized.getcolors(maxcolors=FLAT_COLOURS) is None:
+        return lossy
+    buffer = io.BytesIO()
+    resized.save(buffer, format="WEBP", lossless=True, quality=80, method=4)
+    return min(lossy, buffer.getvalue(), key=len)
 
 
 def _render(data: bytes, sizes_for) -> tuple[tuple[int, int], dict[int, tuple[int, bytes]]]:

@@ -381,3 +381,23 @@ def test_load_demo_catalog_gives_new_and_earlier_images_thumbnails(settings, tmp
         assert image.thumbnail_hash and image.thumbnail_hash == image.compute_content_hash()
         assert stored(image) == sorted(t.name for t in image_thumbnails(image))
     assert stored(earlier)
+
+
+def test_flat_graphics_are_stored_lossless_when_that_is_smaller_and_photos_lossy():
+    # Four flat colours at the thumbnail's own size: lossless WebP is exact and smaller.
+    flat = product_with_image(data=make_image(size=(160, 160), shape="stripes"))
+    made(flat)
+    with flat.image.storage.open(image_thumbnails(flat)[0].name) as fh:
+        thumb = Image.open(fh)
+        thumb.load()
+    original = Image.open(io.BytesIO(make_image(size=(160, 160), shape="stripes")))
+    assert thumb.convert("RGB").tobytes() == original.convert("RGB").tobytes()
+    # Noise (like a photo, thousands of colours): lossy, so not pixel-exact.
+    noise = Image.effect_noise((160, 160), 60).convert("RGB")
+    buffer = io.BytesIO()
+    noise.save(buffer, format="PNG")
+    photo = made(product_with_image(data=buffer.getvalue()))
+    with photo.image.storage.open(image_thumbnails(photo)[0].name) as fh:
+        thumb = Image.open(fh)
+        thumb.load()
+    assert thumb.convert("RGB").tobytes() != noise.tobytes()
