@@ -90,6 +90,8 @@ def test_check_deploy_names_what_is_missing_without_them(tmp_path):
     assert result.returncode != 0
     for check in ("security.W004", "security.W008", "security.W012"):  # HSTS, redirect, cookie
         assert check in result.stderr
+    # No CACHE_URL: throttles and photo searches would be per process.
+    assert "searchsite.W001" in result.stderr and "CACHE_URL" in result.stderr
 
 
 PRINT = (
