@@ -313,6 +313,23 @@ MEDIA_ACCEL_PREFIX = (
 # How long browsers and shared caches may keep an active product's image (seconds); a product
 # made inactive can stay visible in such caches this long.
 MEDIA_CACHE_SECONDS = env_int("MEDIA_CACHE_SECONDS", 24 * 3600)
+# Thumbnails of product images (catalog.thumbnails): made once per image content by the embedding
+# worker or `manage.py make_thumbnails`, at these widths in pixels (an image narrower than a width
+# gets one at its own width, never upscaled). Grids use them through srcset; the product page's
+# gallery shows the largest. WebP at THUMBNAIL_QUALITY (1-100).
+_thumbnail_widths = os.environ.get("THUMBNAIL_WIDTHS", "160,320,640")
+try:
+    THUMBNAIL_WIDTHS = tuple(sorted({int(w) for w in _thumbnail_widths.split(",") if w.strip()}))
+except ValueError:
+    THUMBNAIL_WIDTHS = ()
+if not THUMBNAIL_WIDTHS or not all(16 <= w <= 4096 for w in THUMBNAIL_WIDTHS):
+    raise ImproperlyConfigured(
+        f"THUMBNAIL_WIDTHS={_thumbnail_widths!r}: give widths in pixels between 16 and 4096, "
+        "separated by commas, e.g. 160,320,640."
+    )
+THUMBNAIL_QUALITY = env_int("THUMBNAIL_QUALITY", 80)
+if not 1 <= THUMBNAIL_QUALITY <= 100:
+    raise ImproperlyConfigured(f"THUMBNAIL_QUALITY={THUMBNAIL_QUALITY}: use a value from 1 to 100.")
 # Image queries (API image search, the page's photo search): JPEGs are decoded at a reduced
 # scale, other formats are decoded in full, so those above this many pixels are refused
 # (400 image_too_large) before decoding: a 36 MP PNG would cost ~1 s of CPU per search.
@@ -332,23 +349,6 @@ EMBEDDINGS_DEVICE = os.environ.get("EMBEDDINGS_DEVICE", "cpu")
 EMBEDDINGS_BATCH_SIZE = env_int("EMBEDDINGS_BATCH_SIZE", 32)
 EMBEDDINGS_INDEX_DIR = Path(os.environ.get("EMBEDDINGS_INDEX_DIR", DATA_DIR / "index"))
 # How often (seconds) a serving process asks the database for index changes.
-# Thumbnails of product images (catalog.thumbnails): made once per image content by the embedding
-# worker or `manage.py make_thumbnails`, at these widths in pixels (an image narrower than a width
-# gets one at its own width, never upscaled). Grids use them through srcset; the product page's
-# gallery shows the largest. WebP at THUMBNAIL_QUALITY (1-100).
-_thumbnail_widths = os.environ.get("THUMBNAIL_WIDTHS", "160,320,640")
-try:
-    THUMBNAIL_WIDTHS = tuple(sorted({int(w) for w in _thumbnail_widths.split(",") if w.strip()}))
-except ValueError:
-    THUMBNAIL_WIDTHS = ()
-if not THUMBNAIL_WIDTHS or not all(16 <= w <= 4096 for w in THUMBNAIL_WIDTHS):
-    raise ImproperlyConfigured(
-        f"THUMBNAIL_WIDTHS={_thumbnail_widths!r}: give widths in pixels between 16 and 4096, "
-        "separated by commas, e.g. 160,320,640."
-    )
-THUMBNAIL_QUALITY = env_int("THUMBNAIL_QUALITY", 80)
-if not 1 <= THUMBNAIL_QUALITY <= 100:
-    raise ImproperlyConfigured(f"THUMBNAIL_QUALITY={THUMBNAIL_QUALITY}: use a value from 1 to 100.")
 EMBEDDINGS_SYNC_INTERVAL = env_float("EMBEDDINGS_SYNC_INTERVAL", 1.0)
 # Days of IndexChange rows kept by the daily prune (0: never prune). Snapshots are written every
 # few minutes, so only an index asleep longer than this has to rebuild from the stored vectors.
