@@ -279,7 +279,9 @@ class IndexChangePruneAdmin(ReadOnlyAdmin):
     list_display = ["pruned_through", "deleted", "created_at"]
 
 
-# -- Search analytics report (issue 11, item 9) -----------------------------------------------
-# Registered by embeddings/analytics/admin.py (Admin > Embeddings > Search analytics); imported
-# here because Django's admin autodiscovery loads only this module.
+# -- Search analytics report (issue 11, item 9) and bulk import (issue 11, item 5) -------------
+# Registered by embeddings/analytics/admin.py (Admin > Embeddings > Search analytics) and
+# embeddings/admin_import.py (Admin > Embeddings > Catalog imports); imported here because
+# Django's admin autodiscovery loads only this module.
+from . import admin_import as _import_admin  # noqa: E402, F401
 from .analytics import admin as _analytics_admin  # noqa: E402, F401

@@ -143,6 +143,7 @@ def _import_row(
     columns: ImportColumns,
     categories: dict[str, Category],
     report: ImportReport,
+    confine_images: bool = False,
 ) -> bool:
     """Creates or updates one product; True when anything changed."""
     sku = (row.get(columns.sku) or "").strip()
@@ -155,6 +156,8 @@ def _import_row(
     if not rel:
         raise RowError(f"empty image path (column {columns.path!r})")
     image_path = (images_root / rel).resolve()
+    if confine_images and not image_path.is_relative_to(images_root.resolve()):
+        raise RowError(f"image path {rel!r} points outside the import folder")
     if not image_path.is_file():
         raise RowError(f"image file {str(image_path)!r} not found")
     data = image_path.read_bytes()
@@ -213,12 +216,18 @@ def catalog_import(
     batch_size: int = 64,
     progress: bool = True,
     on_error: Callable[[int, str], None] | None = None,
+    on_batch: Callable[[int, ImportReport], None] | None = None,
+    confine_images: bool = False,
 ) -> ImportReport:
     """Imports products from ``csv_path`` (images relative to ``images_root``, default: the CSV's
     folder) and, with ``embed``, embeds the new or changed images in batches of ``batch_size``.
 
     Each row commits on its own savepoint: a bad row is recorded in ``report.errors`` as
     ``(line, reason)`` and skipped. With ``embed=False`` the images stay ``pending``.
+
+    ``on_batch(rows_done, report)`` is called after each batch of rows has committed (progress
+    of an admin import). With ``confine_images`` an image path that resolves outside
+    ``images_root`` (``..``, an absolute path, a symlink out) is a row error.
     """
     from tqdm import tqdm
 
@@ -251,6 +260,7 @@ def catalog_import(
                                 columns=columns,
                                 categories=categories,
                                 report=report,
+                                confine_images=confine_images,
                             )
                     except (RowError, ValidationError, OSError) as exc:
                         reason = (
@@ -269,6 +279,8 @@ def catalog_import(
                         else:
                             report.unchanged += 1
             bar.update(len(rows[start : start + batch_size]))
+            if on_batch:
+                on_batch(min(start + batch_size, len(rows)), report)
     if embed and report.image_ids:
         report.embedded = services.images_embed_batched(
             image_ids=report.image_ids, batch_size=batch_size, progress=progress

@@ -14,6 +14,7 @@ from the stored vectors instead.
 from __future__ import annotations
 
 import numpy as np
+from django.conf import settings
 from django.db import models
 
 from catalog.models import ProductImage
@@ -91,3 +92,74 @@ class IndexChangePrune(models.Model):
 # Search analytics keeps its models in its own package; imported here so Django registers them
 # with this app (and its migrations).
 from .analytics.models import SearchClick, SearchEvent  # noqa: E402, F401
+
+# -- Bulk import from the admin (issue 11, item 5) ----------------------------------------------
+
+
+def _import_upload_to(instance: CatalogImport, filename: str) -> str:
+    # One folder per job under MEDIA_ROOT/imports/jobs/. The media view serves only names that a
+    # ProductImage row uses, so nothing here is ever reachable through MEDIA_URL.
+    import uuid
+    from pathlib import PurePath
+
+    if not instance.folder:
+        instance.folder = f"imports/jobs/{uuid.uuid4().hex}"
+    return f"{instance.folder}/{PurePath(filename).name}"
+
+
+class CatalogImport(models.Model):
+    """One bulk import started from the admin: the uploaded CSV (and ZIP of images), how its
+    columns map to product fields, and how far the worker got. Rows are imported by
+    ``embeddings.bulk_import.catalog_import`` (idempotent by SKU), run by
+    ``embeddings.import_jobs.catalog_import_run`` in a Celery task."""
+
+    class Status(models.TextChoices):
+        NEW = "new", "waiting for column mapping"
+        QUEUED = "queued", "queued"
+        RUNNING = "running", "running"
+        DONE = "done", "done"
+        FAILED = "failed", "failed"
+
+    folder = models.CharField(max_length=100, editable=False)
+    csv_file = models.FileField(upload_to=_import_upload_to, max_length=255)
+    zip_file = models.FileField(upload_to=_import_upload_to, max_length=255, blank=True)
+    csv_name = models.CharField(max_length=255)
+    zip_name = models.CharField(max_length=255, blank=True)
+    header = models.JSONField(default=list)  # the CSV's column names, for the mapping form
+    # {"sku": "...", "title": "...", "path": "...", "price": "", "category": "",
+    #  "description": [...]}: the CSV column of each product field ("" = not imported)
+    columns = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.NEW)
+    error = models.TextField(blank=True)  # why a failed job stopped, and what it had done
+    rows_total = models.PositiveIntegerField(default=0)
+    rows_done = models.PositiveIntegerField(default=0)
+    created = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    unchanged = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    errors = models.JSONField(default=list, blank=True)  # [[CSV line, reason], ...]
+    image_ids = models.JSONField(default=list, blank=True)  # images created or replaced
+    embedded = models.JSONField(default=dict, blank=True)  # outcome counts of the embedding pass
+    embed_error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)  # also the worker's heartbeat
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)  # rows imported (or failed)
+    embedded_at = models.DateTimeField(null=True, blank=True)  # embedding pass over
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "catalog import"
+
+    def __str__(self) -> str:
+        return f"import #{self.pk} of {self.csv_name}"
+
+    @property
+    def is_active(self) -> bool:
+        """Still changing: rows being imported, or their images being embedded."""
+        if self.status in (self.Status.QUEUED, self.Status.RUNNING):
+            return True
+        return self.status == self.Status.DONE and self.embedded_at is None

@@ -79,3 +79,15 @@ def search_log_prune_task() -> int:
     if not days or days <= 0:
         return 0
     return search_log_prune(older_than=timedelta(days=days))
+
+
+# Acknowledged on receipt (not acks_late): an import outlives the broker's visibility timeout,
+# and a late ack would have it delivered to a second worker while the first still runs. A worker
+# killed mid-import leaves the job "running"; its page offers to start it again once its
+# progress has not moved for a while (embeddings.import_jobs.STALE_AFTER).
+@shared_task(acks_late=False, ignore_result=True)
+def catalog_import_task(job_id: int) -> str:
+    """Admin bulk import: runs the queued CatalogImport ``job_id`` (a no-op for any other)."""
+    from .import_jobs import catalog_import_run
+
+    return catalog_import_run(job_id=job_id)

@@ -297,6 +297,22 @@ if SEARCH_LOG_DAYS < 0:
 # A click (product opened from the results) counts only within this many hours of its search.
 SEARCH_LOG_CLICK_HOURS = env_float("SEARCH_LOG_CLICK_HOURS", 24.0)
 
+# --- Bulk import from the admin (embeddings/import_jobs.py) --------------------------------------
+# Admin > Embeddings > Catalog imports: a CSV plus an optional ZIP of images, imported by a Celery
+# task. Without a ZIP the CSV's image paths are relative to IMPORT_ROOT (empty: MEDIA_ROOT/imports);
+# a path that leads out of it is a row error. Upload files are never served at MEDIA_URL.
+IMPORT_ROOT = os.environ.get("IMPORT_ROOT", "")
+# A ZIP is refused at upload when it holds more files than this, or more bytes once unpacked (a
+# ZIP bomb); each image in it may be at most MAX_UPLOAD_BYTES. Only image files are unpacked.
+IMPORT_ZIP_MAX_FILES = env_int("IMPORT_ZIP_MAX_FILES", 20_000)
+IMPORT_ZIP_MAX_BYTES = env_int("IMPORT_ZIP_MAX_BYTES", 4 * 1024**3)
+# Rows per commit (and images per model call); the job's progress is saved after each batch.
+IMPORT_BATCH_SIZE = env_int("IMPORT_BATCH_SIZE", 64)
+if IMPORT_ZIP_MAX_FILES < 1 or IMPORT_ZIP_MAX_BYTES < 1 or IMPORT_BATCH_SIZE < 1:
+    raise ImproperlyConfigured(
+        "IMPORT_ZIP_MAX_FILES, IMPORT_ZIP_MAX_BYTES and IMPORT_BATCH_SIZE must be 1 or more."
+    )
+
 # --- Product image files and costly queries (privacy and abuse bounds) --------------------------
 # Product images are served at MEDIA_URL by a view that checks the product is active (staff see
 # all); SERVE_MEDIA above turns that route on. MEDIA_ACCEL hands the sending to the web server
