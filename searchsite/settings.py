@@ -297,6 +297,20 @@ if SEARCH_LOG_DAYS < 0:
 # A click (product opened from the results) counts only within this many hours of its search.
 SEARCH_LOG_CLICK_HOURS = env_float("SEARCH_LOG_CLICK_HOURS", 24.0)
 
+# --- Type-ahead and "did you mean" (embeddings/suggestions.py) -----------------------------------
+# Completions as the shopper types: catalog phrases (title openings, category names) and popular
+# queries. A query is offered to others only when at least SEARCH_SUGGEST_MIN_SEARCHES searches
+# with results typed it over the last SEARCH_SUGGEST_DAYS days (one shopper's words never show).
+# Never under 2: a query one search typed is never shown to anyone else.
+SEARCH_SUGGEST_MIN_SEARCHES = max(2, env_int("SEARCH_SUGGEST_MIN_SEARCHES", 5))
+SEARCH_SUGGEST_DAYS = max(1, env_int("SEARCH_SUGGEST_DAYS", 30))
+SEARCH_SUGGEST_LIMIT = max(1, env_int("SEARCH_SUGGEST_LIMIT", 8))
+# Seconds a process keeps the popular queries it read from the search log before reading again.
+SEARCH_SUGGEST_QUERIES_TTL = env_float("SEARCH_SUGGEST_QUERIES_TTL", 300.0)
+# Least seconds between two rebuilds of a process's catalog vocabulary (read from the word index
+# when it has changed); 0 rebuilds at the first request after each change.
+SEARCH_SUGGEST_REFRESH = env_float("SEARCH_SUGGEST_REFRESH", 10.0)
+
 # --- Bulk import from the admin (embeddings/import_jobs.py) --------------------------------------
 # Admin > Embeddings > Catalog imports: a CSV plus an optional ZIP of images, imported by a Celery
 # task. Without a ZIP the CSV's image paths are relative to IMPORT_ROOT (empty: MEDIA_ROOT/imports);

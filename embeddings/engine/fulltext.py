@@ -43,11 +43,12 @@ from catalog.models import Product
 
 from .changes import MAX_CHANGES_PER_READ, Cursor, chunks, read_changes
 from .columns import NO_CATEGORY, Filter
+from .suggest import SUGGEST_FIELD, WORDS_FIELD, suggest_terms
 
 log = logging.getLogger(__name__)
 
 FORMAT = "shopsearch-fulltext"
-VERSION = 1
+VERSION = 2  # 2: the words and suggest fields (type-ahead, "did you mean")
 CURRENT = "CURRENT"
 CURSOR = "cursor.json"
 LOCK = "writer.lock"
@@ -77,6 +78,10 @@ def _schema() -> tantivy.Schema:
     sb.add_unsigned_field("product_id", stored=True, indexed=True, fast=True)
     sb.add_text_field("text", tokenizer_name="en_stem", index_option="freq")
     sb.add_text_field("sku_exact", tokenizer_name="raw", index_option="basic")
+    # Type-ahead and spelling (engine/suggest.py): title and category words unstemmed, and one
+    # raw term per title opening / category name; only their term dictionaries are read.
+    sb.add_text_field(WORDS_FIELD, tokenizer_name="default", index_option="basic")
+    sb.add_text_field(SUGGEST_FIELD, tokenizer_name="raw", index_option="basic")
     sb.add_integer_field("category_id", indexed=True, fast=True)
     sb.add_float_field("price", indexed=True, fast=True)  # absent when the product has none
     return sb.build()
@@ -101,6 +106,9 @@ class ProductDoc:
         doc.add_text("text", " ".join(w for w in words if w))
         if self.sku:
             doc.add_text("sku_exact", self.sku.strip().lower())
+        doc.add_text(WORDS_FIELD, f"{self.title} {self.category_name}")
+        for term in suggest_terms(self.title, self.category_name):
+            doc.add_text(SUGGEST_FIELD, term)
         doc.add_integer(
             "category_id", NO_CATEGORY if self.category_id is None else self.category_id
         )
@@ -278,6 +286,9 @@ class FullText:
         self._writer: Any = None  # tantivy IndexWriter on self._text, writer only
         self._cursor: Cursor | None = None
         self._lock = threading.RLock()
+        # (folder, change sequence) the searcher covers at least; changes when it moves on
+        # (the type-ahead vocabulary is rebuilt then)
+        self.generation: tuple[str | None, int | None] = (None, None)
 
     # -- reading --------------------------------------------------------------------------------
     def search(self, text: str, *, flt: Filter | None = None, limit: int = 100) -> WordHits:
@@ -285,6 +296,11 @@ class FullText:
         if text_index is None:
             return WordHits()
         return text_index.search(text, flt=flt, limit=limit)
+
+    def searcher(self) -> tantivy.Searcher | None:
+        """The current searcher (None before the index exists), for reads beyond ``search``."""
+        text_index = self._text
+        return None if text_index is None else text_index.index.searcher()
 
     def status(self) -> dict[str, Any]:
         """Documents searchable now, the change sequence the index covers, who writes."""
@@ -465,13 +481,17 @@ class FullText:
         name = self._current()
         if name is None:
             self._text = None
+            self.generation = (None, None)
             return
         text_index = self._text
+        # Read before the reload, so the searcher covers at least this sequence.
+        cursor = self._read_cursor(self.root / name)
         try:
             if text_index is None or text_index.path.name != name:
                 self._text = TextIndex.open(self.root / name)
             else:
                 text_index.reload()
+            self.generation = (name, cursor.seq if cursor is not None else None)
         except (OSError, ValueError) as exc:
             # Keep serving what we had (if anything); the writer rebuilds a broken folder.
             log.warning("Cannot open full-text index %s: %s", self.root / name, exc)
