@@ -23,7 +23,7 @@ from django.utils.text import Truncator
 from catalog.admin import image_thumbnail
 from catalog.models import Product, ProductImage
 
-from . import reconcile, runtime, services
+from . import catalog_map, reconcile, runtime, services
 from .encoder import ModelLoadError
 from .health import describe_age, index_health
 from .models import ImageEmbedding, IndexChange, IndexChangePrune
@@ -123,6 +123,11 @@ class ProductImageAdmin(admin.ModelAdmin):
         view = self.admin_site.admin_view(lambda request: index_health_view(request, self))
         return [
             path("index-health/", view, name="embeddings_index_health"),
+            path(
+                "catalog-map/",
+                self.admin_site.admin_view(lambda request: catalog_map_view(request, self)),
+                name="embeddings_catalog_map",
+            ),
             *super().get_urls(),
         ]
 
@@ -225,6 +230,47 @@ def _requeue_pending(model_admin: admin.ModelAdmin, request: HttpRequest) -> Non
 
 
 # -- end of the index health page -------------------------------------------------------------
+
+
+# -- Catalog map (issue 11, item 8) -----------------------------------------------------------
+# Admin > Product images > Catalog map (/admin/catalog/productimage/catalog-map/), linked from the
+# admin index's Search index box. The layout and the mislabelled list come from
+# embeddings.catalog_map (cached per index change sequence); the page draws them with plotly.js.
+
+
+def catalog_map_view(request: HttpRequest, model_admin: admin.ModelAdmin) -> HttpResponse:
+    """GET: the map of the products' vectors of the serving model, for staff who may view
+    products. A model that cannot load, or no vectors yet, is a message on the page."""
+    product_admin = model_admin.admin_site.get_model_admin(Product)
+    if not product_admin.has_view_or_change_permission(request):
+        raise PermissionDenied
+    if request.method != "GET":
+        return HttpResponse(status=405, headers={"Allow": "GET"})
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": "Catalog map",
+        "opts": Product._meta,
+        "neighbours": catalog_map.NEIGHBOURS,
+    }
+    try:
+        encoder = runtime.get_encoder()
+        _ = encoder.dim  # loads the model: its id names the vectors to map
+        context["model_id"] = encoder.model_id
+    except ModelLoadError as exc:
+        context["error"] = str(exc)
+        return TemplateResponse(request, "admin/embeddings/catalog_map.html", context)
+    cmap = catalog_map.catalog_map(model_id=context["model_id"])
+    if cmap is not None:
+        explained = [round(100 * share, 1) for share in cmap.explained]
+        context.update(
+            map=cmap,
+            explained=explained,
+            data={**catalog_map.catalog_map_points(cmap), "explained": explained},
+        )
+    return TemplateResponse(request, "admin/embeddings/catalog_map.html", context)
+
+
+# -- end of the catalog map --------------------------------------------------------------------
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -172,6 +172,12 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", DATA_DIR / "static"))
+STATICFILES_FINDERS = [
+    "django.contrib.staticfiles.finders.FileSystemFinder",
+    "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+    # plotly.js from the plotly package, for the admin's catalog map (embeddings/staticfiles.py).
+    "embeddings.staticfiles.PlotlyJSFinder",
+]
 MEDIA_URL = os.environ.get("MEDIA_URL", "/media/")
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", DATA_DIR / "media"))
 SERVE_MEDIA = env_bool("SERVE_MEDIA", True)
@@ -441,6 +447,9 @@ EMBEDDINGS_QUERY_CACHE_SIZE = env_int("EMBEDDINGS_QUERY_CACHE_SIZE", 1024)
 
 # --- REST framework -------------------------------------------------------------------------
 
+# The admin's catalog map draws at most this many products (a sample stratified by category
+# beyond it); its PCA layout and neighbour check take ~1 s at 5000 (README, Catalog map).
+EMBEDDINGS_MAP_MAX_POINTS = env_int("EMBEDDINGS_MAP_MAX_POINTS", 5000)
 
 def _throttle_rate(name: str, default: str) -> str | None:
     value = os.environ.get(name, default).strip().lower()
