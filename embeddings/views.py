@@ -26,7 +26,7 @@ from django.views.decorators.http import require_http_methods
 
 from catalog.selectors import product_get, product_list
 
-from . import runtime, selectors
+from . import runtime, selectors, suggestions
 from .analytics.services import search_log_record
 from .encoder import ImageDecodeError, load_image
 from .forms import PhotoSearchForm, SearchForm
@@ -162,6 +162,7 @@ def _search_page(request: HttpRequest) -> HttpResponse:
         elif text:
             mode = "text"
             results = selectors.product_search(text=text, limit=RESULT_LIMIT, **filters)
+            extra["did_you_mean"] = suggestions.search_did_you_mean(text=text)
         else:
             mode = "browse"
             results = product_list(**filters)

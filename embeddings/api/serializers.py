@@ -17,6 +17,7 @@ from searchsite.api import MAX_PAGE_SIZE, ApiError
 from .. import runtime
 from ..encoder import ImageDecodeError, ImageTooLargeError, load_image
 from ..selectors import MAX_QUERY_CHARS
+from ..suggestions import MAX_PREFIX_CHARS as MAX_SUGGEST_PREFIX_CHARS
 
 DEFAULT_PAGE_SIZE = 24
 DEFAULT_SIMILAR = 12
@@ -153,6 +154,12 @@ class SearchResponseSerializer(serializers.Serializer):
         help_text="Identifies this search for click reporting (POST search/clicks/); given on "
         "the first page only (null on later pages, and when search logging is off).",
     )
+    did_you_mean = serializers.CharField(
+        allow_null=True,
+        help_text="The query with each word the catalog does not have replaced by the nearest "
+        'catalog word ("tshrit" -> "tshirt"), when that finds products; null otherwise (and '
+        "for a photo alone).",
+    )
     results = SearchHitSerializer(many=True)
 
 
@@ -174,3 +181,35 @@ class SearchFormSchema(OpenApiSerializerExtension):
             {"required": ["q"], "properties": {"q": {"pattern": r"\S"}}},
         ]
         return schema
+
+
+# -- type-ahead (GET search/suggest/) ---------------------------------------------------------
+
+
+class SuggestQuerySerializer(serializers.Serializer):
+    q = serializers.CharField(
+        max_length=MAX_SUGGEST_PREFIX_CHARS,
+        trim_whitespace=True,
+        validators=[RegexValidator(r"\S", message="The prefix is empty; give a few letters.")],
+        help_text="What the shopper has typed so far, e.g. `tsh` (1..100 characters).",
+        error_messages={
+            "required": "Give the start of a query, e.g. ?q=tsh.",
+            "blank": "The prefix is empty; give a few letters, e.g. ?q=tsh.",
+            "max_length": "The prefix is too long; the limit is {max_length} characters.",
+        },
+    )
+
+
+class SuggestionSerializer(serializers.Serializer):
+    text = serializers.CharField(help_text="The completed query, lower-case.")
+    kind = serializers.ChoiceField(
+        choices=["query", "category", "title"],
+        help_text="`query`: searched by several shoppers; `category`: a category name; `title`: "
+        "the opening words of product titles.",
+    )
+
+
+class SuggestResponseSerializer(serializers.Serializer):
+    suggestions = SuggestionSerializer(
+        many=True, help_text="Most popular first; at most SEARCH_SUGGEST_LIMIT (8)."
+    )

@@ -21,7 +21,7 @@ from catalog import selectors as catalog_selectors
 from catalog.api.schema import errors
 from searchsite.api import SEARCH_THROTTLES, ApiError
 
-from .. import selectors
+from .. import selectors, suggestions
 from ..analytics.services import search_log_record
 from .serializers import (
     SearchFormSerializer,
@@ -30,6 +30,8 @@ from .serializers import (
     SearchResponseSerializer,
     SimilarQuerySerializer,
     SimilarResponseSerializer,
+    SuggestQuerySerializer,
+    SuggestResponseSerializer,
 )
 
 TAG = "search"
@@ -164,6 +166,7 @@ class SearchView(APIView):
                 source="api",
             )
         body["query"] = {"text": selectors.normalize_query_text(text), "image": image is not None}
+        body["did_you_mean"] = suggestions.search_did_you_mean(text=text) if text else None
         body["results"] = SearchHitSerializer(
             body["results"], many=True, context={"request": request}
         ).data
@@ -202,3 +205,36 @@ class ProductSimilarView(APIView):
         hits = list(selectors.product_similar(product_id=pk, limit=limit)[:limit])
         results = SearchHitSerializer(hits, many=True, context={"request": request}).data
         return Response({"count": len(hits), "results": results})
+
+
+class SearchSuggestView(APIView):
+    """Type-ahead: completions of a prefix from the catalog's words and popular queries."""
+
+    permission_classes = [AllowAny]
+    throttle_classes = SEARCH_THROTTLES  # THROTTLE_SEARCH_ANON / THROTTLE_SEARCH_USER
+
+    @extend_schema(
+        tags=[TAG],
+        summary="Suggest queries as the shopper types",
+        description="Completions of `q`: queries that at least SEARCH_SUGGEST_MIN_SEARCHES "
+        "searches with results typed over the last SEARCH_SUGGEST_DAYS days (a query typed by "
+        "fewer is never shown), category names and the opening words of product titles; most "
+        "searches / products first, each text once.",
+        parameters=[SuggestQuerySerializer],
+        responses={
+            200: SuggestResponseSerializer,
+            **errors(
+                400,
+                429,
+                described={400: "No `q`, a blank `q`, or `q` over 100 characters: `invalid`."},
+            ),
+        },
+    )
+    def get(self, request: Request) -> Response:
+        params = SuggestQuerySerializer(data=request.query_params.dict())
+        params.is_valid(raise_exception=True)
+        try:
+            found = suggestions.search_suggest(prefix=params.validated_data["q"])
+        except suggestions.SuggestError as exc:
+            raise ApiError(str(exc)) from None
+        return Response({"suggestions": [{"text": s.text, "kind": s.kind} for s in found]})

@@ -105,7 +105,15 @@ def test_product_created_through_the_api_is_found_first_by_its_image(client):
 
 def test_search_response_has_the_documented_shape(client, shop):
     body = client.get(f"{API}/search/", {"q": "  red   shirt "}).json()
-    assert set(body) == {"count", "next", "previous", "query", "search_id", "results"}
+    assert set(body) == {
+        "count",
+        "next",
+        "previous",
+        "query",
+        "search_id",
+        "did_you_mean",
+        "results",
+    }
     assert body["query"] == {"text": "red shirt", "image": False}
     hit = body["results"][0]
     assert set(hit) == {"score", "matched_image_id", "product"}
