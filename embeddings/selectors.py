@@ -23,8 +23,8 @@ from catalog.models import Category, Product, ProductImage
 from catalog.selectors import product_filter, product_queryset
 from searchsite.errors import ServiceUnavailable
 
-from . import hybrid, runtime
-from .encoder import l2_normalize
+from . import hybrid, runtime, steering
+from .encoder import ImageDecodeError, l2_normalize, load_image
 from .engine.columns import Filter
 from .engine.live import IndexDamagedError
 from .models import ImageEmbedding
@@ -209,6 +209,92 @@ def query_vector(
     return l2_normalize(np.mean(parts, axis=0))
 
 
+@dataclass(frozen=True)
+class QueryPart:
+    """One part of a steerable query as a caller gives it: words or an image's unit vector
+    (exactly one of them), with a weight in [-1, 1]; a negative weight pushes results away."""
+
+    text: str | None = None
+    image_vec: np.ndarray | None = None
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class SteeredQuery:
+    """A query ready to rank: its unit vector (steering.combine of the parts) and what the word
+    side needs. ``words`` are the positive texts only, ``not_words`` the negative ones (their
+    products leave the word side), ``word_share`` the texts' share of the positive weight.
+    ``positive`` is the vector of the positive parts alone when there are negative ones (the
+    "no good match" check asks whether the *wanted* thing exists), else None."""
+
+    vector: np.ndarray
+    words: str
+    not_words: tuple[str, ...]
+    word_share: float
+    has_image: bool
+    positive: np.ndarray | None = None
+
+
+def _checked_text(text: str | None, what: str) -> str:
+    text = normalize_query_text(text)
+    if len(text) > MAX_QUERY_CHARS:
+        raise SearchError(f"{what} is {len(text)} characters long; the limit is {MAX_QUERY_CHARS}.")
+    return text
+
+
+def steered_query(
+    parts: Sequence[QueryPart],
+    *,
+    exclude: Sequence[str] = (),
+    not_weight: float | None = None,
+) -> SteeredQuery:
+    """Weighted parts plus terms to leave out (``exclude``: texts that together weigh
+    ``not_weight``, default EMBEDDINGS_NOT_WEIGHT, as negative parts) -> a SteeredQuery.
+
+    The vector is sum(w_i * v_i) normalised (embeddings/steering.py). Raises SearchError for
+    more than steering.MAX_PARTS parts, a weight outside [-1, 1], a text over MAX_QUERY_CHARS,
+    no positive part, or parts that cancel out."""
+    exclude = [t for t in (_checked_text(t, "A term to leave out") for t in exclude) if t]
+    if len(parts) + len(exclude) > steering.MAX_PARTS:
+        raise SearchError(
+            f"A query has at most {steering.MAX_PARTS} parts, terms to leave out included."
+        )
+    try:
+        weights = steering.not_weights(
+            len(exclude), settings.EMBEDDINGS_NOT_WEIGHT if not_weight is None else not_weight
+        )
+        built: list[steering.Part] = []
+        for n, part in enumerate(parts, start=1):
+            weight = steering.check_weight(part.weight, what=f"The weight of part {n}")
+            if (part.text is None) == (part.image_vec is None):
+                raise SearchError(f"Part {n} needs either a text or an image, not both.")
+            if part.text is not None:
+                text = _checked_text(part.text, f"The text of part {n}")
+                if not text:
+                    raise SearchError(f"The text of part {n} is empty.")
+                if weight:
+                    built.append(steering.Part(text_vector(text), weight, text))
+            elif weight:
+                vec = np.asarray(part.image_vec, dtype=np.float32)
+                built.append(steering.Part(vec, weight))
+        for text, weight in zip(exclude, weights, strict=True):
+            if weight:
+                built.append(steering.Part(text_vector(text), weight, text))
+        vector = steering.combine(built)
+        negatives = [p for p in built if p.weight < 0]
+        positive = steering.combine([p for p in built if p.weight > 0]) if negatives else None
+    except steering.SteeringError as exc:
+        raise SearchError(str(exc)) from None
+    return SteeredQuery(
+        vector=vector,
+        words=" ".join(p.text for p in built if p.weight > 0 and p.text),
+        not_words=tuple(p.text for p in negatives if p.text),
+        word_share=steering.word_share(built),
+        has_image=any(p.is_image and p.weight > 0 for p in built),
+        positive=positive,
+    )
+
+
 def _engine_filter(
     *,
     category: str | None = None,
@@ -282,12 +368,109 @@ def product_search(
     text: str | None = None,
     image: Image.Image | None = None,
     image_vec: np.ndarray | None = None,
+    image_weight: float | None = None,
+    exclude: Sequence[str] = (),
+    not_weight: float | None = None,
     limit: int = MAX_RESULTS,
     category: str | None = None,
     price_min: Decimal | None = None,
     price_max: Decimal | None = None,
 ) -> RankedProducts:
     """Products matching a text query, an image query (a picture or its stored vector), or both.
+
+    Photo + words weigh ``image_weight`` and 1 - ``image_weight`` (0..1, default 0.5: their
+    mean); ``exclude`` are terms to leave out (see ``steered_query``). Without those two, the
+    query is exactly ``query_vector``'s.
+    """
+    query = search_query(
+        text=text,
+        image=image,
+        image_vec=image_vec,
+        image_weight=image_weight,
+        exclude=exclude,
+        not_weight=not_weight,
+    )
+    return product_search_steered(
+        query,
+        limit=limit,
+        category=category,
+        price_min=price_min,
+        price_max=price_max,
+    )
+
+
+def search_query(
+    *,
+    text: str | None = None,
+    image: Image.Image | None = None,
+    image_vec: np.ndarray | None = None,
+    image_weight: float | None = None,
+    exclude: Sequence[str] = (),
+    not_weight: float | None = None,
+) -> SteeredQuery:
+    """product_search's query: text and/or image (weighed by ``image_weight``) minus
+    ``exclude``. Encodes the image; raises SearchError for what cannot be searched."""
+    if image is not None and image_vec is not None:
+        raise SearchError("Give an image or a stored image vector, not both.")
+    text = normalize_query_text(text)
+    if not text and image is None and image_vec is None:
+        if any(normalize_query_text(t) for t in exclude):
+            raise SearchError(
+                "Say what you are looking for as well as what to leave out, e.g. “shirt -striped”."
+            )
+        raise SearchError("Give a text query (q), an image, or both.")
+    if len(text) > MAX_QUERY_CHARS:
+        raise SearchError(
+            f"The text query is {len(text)} characters long; the limit is {MAX_QUERY_CHARS}."
+        )
+    if image is not None:
+        image_vec = image_vector(image)
+    weights = (0.0, 1.0)
+    if image_vec is not None:
+        try:
+            weights = steering.photo_and_words(
+                steering.DEFAULT_IMAGE_WEIGHT if image_weight is None else image_weight
+            )
+        except steering.SteeringError as exc:
+            raise SearchError(str(exc)) from None
+        if not text:
+            weights = (1.0, 0.0)
+    parts = []
+    if image_vec is not None:
+        parts.append(QueryPart(image_vec=image_vec, weight=weights[0]))
+    if text:
+        parts.append(QueryPart(text=text, weight=weights[1]))
+    return steered_query(parts, exclude=exclude, not_weight=not_weight)
+
+
+def product_search_parts(
+    *,
+    parts: Sequence[QueryPart],
+    exclude: Sequence[str] = (),
+    not_weight: float | None = None,
+    limit: int = MAX_RESULTS,
+    category: str | None = None,
+    price_min: Decimal | None = None,
+    price_max: Decimal | None = None,
+) -> RankedProducts:
+    """Products matching several weighted parts (``steered_query``), ranked as product_search."""
+    if not parts:
+        raise SearchError("Give at least one part (a text or an image) to search with.")
+    query = steered_query(parts, exclude=exclude, not_weight=not_weight)
+    return product_search_steered(
+        query, limit=limit, category=category, price_min=price_min, price_max=price_max
+    )
+
+
+def product_search_steered(
+    query: SteeredQuery,
+    *,
+    limit: int = MAX_RESULTS,
+    category: str | None = None,
+    price_min: Decimal | None = None,
+    price_max: Decimal | None = None,
+) -> RankedProducts:
+    """Ranks a SteeredQuery (product_search's rules).
 
     "No good match": when a text-only query's best vector score is below the model's calibrated
     threshold (runtime.get_min_score), the vector results are dropped, so nonsense returns an
@@ -296,29 +479,41 @@ def product_search(
     match the query (full-text ranking over the whole catalog) are fused in by reciprocal rank
     fusion over the first RANK_WINDOW of each ranking; deeper results continue in vector order.
     A query that is exactly a SKU puts that product first.
+
+    Steering: the word side uses the positive words only and leaves out products with every
+    word of a negative term; it weighs in full while words hold at least half of the positive
+    weight, then fades linearly to nothing as the photo takes it all. With negative parts the
+    "no good match" check looks at the positive parts alone (one top-1 search more).
     """
-    vector = query_vector(text=text, image=image, image_vec=image_vec)
-    has_image = image is not None or image_vec is not None
+    vector = query.vector
     limit = max(0, min(limit, MAX_RESULTS))
     products = product_filter(
         product_queryset(), category=category, price_min=price_min, price_max=price_max
     )
     flt = _engine_filter(category=category, price_min=price_min, price_max=price_max)
     live = runtime.get_live_index()
-    min_score = None if has_image else runtime.get_min_score()
-    text = normalize_query_text(text)
+    min_score = None if query.has_image else runtime.get_min_score()
+    text = query.words
     words = bool(text) and settings.EMBEDDINGS_HYBRID
+    lexical_weight = settings.EMBEDDINGS_HYBRID_WEIGHT * min(1.0, 2.0 * query.word_share)
 
     def rank(depth: int) -> tuple[list[Row], int]:
         depth = min(depth, limit)
         window = min(RANK_WINDOW, limit)
         vec = _vector_rows(live, vector, flt, max(depth, window) + window)
-        if min_score is not None and vec and vec[0][1] < min_score:
-            vec = []
+        if min_score is not None and vec:
+            best = vec[0][1]
+            if query.positive is not None:
+                top = _vector_rows(live, query.positive, flt, 1)
+                best = top[0][1] if top else best
+            if best < min_score:
+                vec = []
         vec_total = live.count_products(flt, cap=limit) if vec else 0
         if not words:
             return vec[:depth], vec_total
-        lexical = runtime.get_fulltext().search(text, flt=flt, limit=window if vec else limit)
+        lexical = runtime.get_fulltext().search(
+            text, flt=flt, limit=window if vec else limit, exclude=query.not_words
+        )
         if not lexical.ids:
             return vec[:depth], vec_total
         known = {pid: (score, image_id) for pid, score, image_id in vec}
@@ -326,7 +521,7 @@ def product_search(
             [pid for pid, _, _ in vec[:window]],
             lexical.ids[:window],
             k=settings.EMBEDDINGS_HYBRID_RRF_K,
-            lexical_weight=settings.EMBEDDINGS_HYBRID_WEIGHT,
+            lexical_weight=lexical_weight,
         )
         # A query that is exactly a SKU is a lookup: that product first, whatever fusion says.
         fused = lexical.exact_sku + [pid for pid in fused if pid not in lexical.exact_sku]
@@ -376,6 +571,26 @@ def product_vector(*, product_id: int) -> np.ndarray | None:
     if not vectors:
         return None
     return l2_normalize(np.mean(vectors, axis=0))
+
+
+def catalog_image_vector(*, image_id: int) -> np.ndarray | None:
+    """The unit vector of a catalog image of an active product, as a query: its stored vector,
+    or the file encoded now when it is not indexed (yet). None when there is no such image;
+    SearchError when its file cannot be read."""
+    image = ProductImage.objects.filter(pk=image_id, product__is_active=True).first()
+    if image is None:
+        return None
+    vector = stored_image_vector(image_id=image_id)
+    if vector is not None:
+        return vector
+    try:
+        with image.image.open("rb") as fh:
+            picture = load_image(
+                fh, max_pixels=settings.MAX_IMAGE_PIXELS, min_side=runtime.get_encoder().decode_side
+            )
+    except (ImageDecodeError, OSError):
+        raise SearchError(f"Image {image_id} cannot be read right now; try another one.") from None
+    return image_vector(picture)
 
 
 def stored_image_vector(*, image_id: int) -> np.ndarray | None:

@@ -407,6 +407,9 @@ EMBEDDINGS_MIN_SCORE = (
 EMBEDDINGS_HYBRID = env_bool("EMBEDDINGS_HYBRID", True)
 EMBEDDINGS_HYBRID_WEIGHT = env_float("EMBEDDINGS_HYBRID_WEIGHT", 1.0)
 EMBEDDINGS_HYBRID_RRF_K = env_int("EMBEDDINGS_HYBRID_RRF_K", 60)
+# Steerable queries: how much the terms to leave out ("shirt -striped", the API's `not`) weigh
+# together against the wanted parts (0..1; the wanted parts weigh 1). See docs/API.md.
+EMBEDDINGS_NOT_WEIGHT = env_float("EMBEDDINGS_NOT_WEIGHT", 0.5)
 # Products of each ranking (vectors, words) fused by hybrid search; rankings are computed to
 # max(page end, this), not to the 1000-result cap.
 EMBEDDINGS_RANK_WINDOW = env_int("EMBEDDINGS_RANK_WINDOW", 100)
