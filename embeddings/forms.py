@@ -12,6 +12,7 @@ from catalog.selectors import category_list
 from . import runtime
 from .encoder import ImageDecodeError, load_image
 from .selectors import MAX_QUERY_CHARS
+from .steering import split_negatives
 
 PRICE_FIELD = {"required": False, "min_value": 0, "max_digits": 10, "decimal_places": 2}
 
@@ -49,6 +50,18 @@ class FilterForm(forms.Form):
     price_max = forms.DecimalField(
         label="Max price", error_messages=price_errors("Max price"), **PRICE_FIELD
     )
+    # Photo + words: how much the photo counts against the words (0 words only .. 1 photo only).
+    image_weight = forms.FloatField(
+        required=False,
+        min_value=0,
+        max_value=1,
+        label="Words ↔ photo",
+        error_messages={
+            "invalid": "The words ↔ photo balance must be a number from 0 to 1.",
+            "min_value": "The words ↔ photo balance must be a number from 0 to 1.",
+            "max_value": "The words ↔ photo balance must be a number from 0 to 1.",
+        },
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -69,6 +82,11 @@ class FilterForm(forms.Form):
                 "Min price is higher than max price; swap them or clear one."
             )
         return cleaned
+
+    def query_terms(self) -> tuple[str, list[str]]:
+        """(words to find, terms to leave out): ``-word`` or ``-"two words"`` in the search box
+        leaves a term out, as in web search ("shirt -striped")."""
+        return split_negatives(self.cleaned_data.get("q") or "")
 
     def filters(self) -> dict:
         """The filters as keyword arguments for the selectors."""

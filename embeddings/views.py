@@ -44,7 +44,7 @@ RESULT_LIMIT = 240
 PHOTO_CACHE_PREFIX = "search-photo:"
 PHOTO_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")
 logger = logging.getLogger(__name__)
-FILTER_FIELDS = ("q", "category", "price_min", "price_max")
+FILTER_FIELDS = ("q", "category", "price_min", "price_max", "image_weight")
 
 
 @require_http_methods(["GET", "HEAD", "POST"])
@@ -137,7 +137,9 @@ def _search_page(request: HttpRequest) -> HttpResponse:
     started = time.perf_counter()  # search analytics: latency of search + page load
     data, filters = form.cleaned_data, form.filters()
     text, token, similar_id = data["q"], data["qi"], data["similar"]
-    extra: dict = {}
+    # "shirt -striped": the words to find, and the terms to leave out (steerable queries).
+    words, excluded = form.query_terms()
+    extra: dict = {"excluded": excluded, "query_words": words}
     status = 200
     results: list | object = []
     try:
@@ -157,12 +159,21 @@ def _search_page(request: HttpRequest) -> HttpResponse:
                 extra["photo_expired"] = True
             else:
                 results = selectors.product_search(
-                    text=text, image_vec=vector, limit=RESULT_LIMIT, **filters
+                    text=words,
+                    image_vec=vector,
+                    image_weight=data["image_weight"],
+                    exclude=excluded,
+                    limit=RESULT_LIMIT,
+                    **filters,
                 )
         elif text:
             mode = "text"
-            results = selectors.product_search(text=text, limit=RESULT_LIMIT, **filters)
-            extra["did_you_mean"] = suggestions.search_did_you_mean(text=text)
+            results = selectors.product_search(
+                text=words, exclude=excluded, limit=RESULT_LIMIT, **filters
+            )
+            # Offered as a whole new q, so only for a query without left-out terms.
+            if not excluded:
+                extra["did_you_mean"] = suggestions.search_did_you_mean(text=text)
         else:
             mode = "browse"
             results = product_list(**filters)
