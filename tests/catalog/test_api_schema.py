@@ -55,6 +55,7 @@ EXPECTED_ERRORS = {
     ("get", "/api/v1/search/"): {400, 404, 429},
     ("post", "/api/v1/search/"): {400, 403, 404, 413, 415, 429},
     ("post", "/api/v1/search/clicks/"): {400, 403, 413, 415, 429},
+    ("get", "/api/v1/search/suggest/"): {400, 429},
     ("post", "/api/v1/auth/token/"): {400, 413, 415, 429},
 }
 
