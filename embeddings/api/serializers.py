@@ -17,6 +17,7 @@ from searchsite.api import MAX_PAGE_SIZE, ApiError
 from .. import runtime
 from ..encoder import ImageDecodeError, ImageTooLargeError, load_image
 from ..selectors import MAX_QUERY_CHARS
+from ..steering import MAX_PARTS, MAX_WEIGHT, MIN_WEIGHT
 from ..suggestions import MAX_PREFIX_CHARS as MAX_SUGGEST_PREFIX_CHARS
 
 DEFAULT_PAGE_SIZE = 24
@@ -86,7 +87,48 @@ class SearchFilterSerializer(serializers.Serializer):
 QUERY_TOO_LONG = "The text query is too long; the limit is {max_length} characters."
 
 
-class SearchQuerySerializer(SearchFilterSerializer):
+class NotTermsField(serializers.ListField):
+    """Terms to leave out: repeated (``not=red&not=striped``), comma-separated (``not=red,
+    striped``) or, in JSON, a list of strings."""
+
+    def __init__(self, **kwargs):
+        super().__init__(
+            child=serializers.CharField(max_length=MAX_QUERY_CHARS, trim_whitespace=True),
+            max_length=MAX_PARTS,
+            required=False,
+            help_text="Terms to leave out: results are pushed away from them, and products "
+            "with all the words of one are left out of the word matching. Repeat the "
+            "parameter or separate terms by commas; at most 8 terms (parts included). "
+            "Together they weigh `not_weight`.",
+            error_messages={"max_length": "At most {max_length} terms to leave out."},
+            **kwargs,
+        )
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            data = [data]
+        if isinstance(data, list) and all(isinstance(t, str) for t in data):
+            data = [t for term in data for t in term.split(",") if t.strip()]
+        return super().to_internal_value(data)
+
+
+class SteeringFieldsMixin:
+    """`not` and `not_weight` (a field named `not` cannot be a class attribute)."""
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["not"] = NotTermsField()
+        fields["not_weight"] = serializers.FloatField(
+            min_value=0,
+            max_value=1,
+            required=False,
+            help_text="How much the `not` terms weigh together against the wanted parts "
+            "(0..1; default EMBEDDINGS_NOT_WEIGHT, 0.5).",
+        )
+        return fields
+
+
+class SearchQuerySerializer(SteeringFieldsMixin, SearchFilterSerializer):
     """GET search/: a text search, so `q` is required."""
 
     q = serializers.CharField(
@@ -104,7 +146,7 @@ class SearchQuerySerializer(SearchFilterSerializer):
     )
 
 
-class SearchFormSerializer(SearchFilterSerializer):
+class SearchFormSerializer(SteeringFieldsMixin, SearchFilterSerializer):
     """POST search/: an image, a text, or both."""
 
     q = serializers.CharField(
@@ -112,14 +154,21 @@ class SearchFormSerializer(SearchFilterSerializer):
         allow_blank=True,
         max_length=MAX_QUERY_CHARS,
         trim_whitespace=True,
-        help_text="Text query (at most 500 characters); with `image`, both count equally.",
+        help_text="Text query (at most 500 characters); with `image`, weighed by `image_weight`.",
         error_messages={"max_length": QUERY_TOO_LONG},
     )
     image = QueryImageField(
         required=False,
         help_text="Query image (JPEG, PNG, WebP, GIF, BMP or TIFF), at most MAX_UPLOAD_BYTES "
         "(10 MB) and MAX_IMAGE_PIXELS; other formats than JPEG at most "
-        "EMBEDDINGS_QUERY_MAX_PIXELS (16 MP). With `q` too, both count equally.",
+        "EMBEDDINGS_QUERY_MAX_PIXELS (16 MP). With `q` too, weighed by `image_weight`.",
+    )
+    image_weight = serializers.FloatField(
+        min_value=0,
+        max_value=1,
+        required=False,
+        help_text="Photo + words: the image weighs this, the text 1 - this (0 words only, "
+        "1 image only; default 0.5, both equally).",
     )
 
 
@@ -138,8 +187,22 @@ class SearchHitSerializer(serializers.Serializer):
 
 
 class SearchQueryEchoSerializer(serializers.Serializer):
-    text = serializers.CharField(allow_blank=True)
-    image = serializers.BooleanField()
+    text = serializers.CharField(
+        allow_blank=True, help_text="The text searched for (positive parts' texts, joined)."
+    )
+    image = serializers.BooleanField(help_text="Whether an image took part.")
+    # `not` is set in get_fields (a keyword); image_weight only for photo + words.
+    image_weight = serializers.FloatField(
+        allow_null=True,
+        help_text="Photo + words: the images' share of the positive weight; null otherwise.",
+    )
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["not"] = serializers.ListField(
+            child=serializers.CharField(), help_text="The terms left out."
+        )
+        return fields
 
 
 class SearchResponseSerializer(serializers.Serializer):
@@ -213,3 +276,85 @@ class SuggestResponseSerializer(serializers.Serializer):
     suggestions = SuggestionSerializer(
         many=True, help_text="Most popular first; at most SEARCH_SUGGEST_LIMIT (8)."
     )
+
+
+# -- steerable queries: POST search/ with a JSON body of weighted parts -------------------------
+
+
+class QueryPartSerializer(serializers.Serializer):
+    """One part: exactly one of `text`, `image_id`, `product_id`; a weight in [-1, 1]."""
+
+    text = serializers.CharField(
+        required=False,
+        max_length=MAX_QUERY_CHARS,
+        trim_whitespace=True,
+        help_text="Words, e.g. `red dress` (at most 500 characters).",
+        error_messages={"max_length": QUERY_TOO_LONG},
+    )
+    image_id = serializers.IntegerField(
+        required=False, min_value=1, help_text="A catalog image (of an active product)."
+    )
+    product_id = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        help_text="An active product: the mean of its indexed images' vectors.",
+    )
+    weight = serializers.FloatField(
+        required=False,
+        default=1.0,
+        min_value=MIN_WEIGHT,
+        max_value=MAX_WEIGHT,
+        help_text="-1..1 (default 1): positive pulls results towards the part, negative pushes "
+        "them away, 0 leaves it out.",
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        given = [key for key in ("text", "image_id", "product_id") if key in attrs]
+        if len(given) != 1:
+            raise serializers.ValidationError(
+                "Give exactly one of `text`, `image_id` or `product_id` in each part"
+                + (f" (this one has {', '.join(given)})." if given else ".")
+            )
+        if "text" in attrs and not attrs["text"]:
+            raise serializers.ValidationError({"text": "The text is empty; give some words."})
+        return attrs
+
+
+class SearchPartsSerializer(SteeringFieldsMixin, SearchFilterSerializer):
+    """POST search/ as JSON: a query of several weighted parts, plus filters and paging."""
+
+    parts = QueryPartSerializer(
+        many=True,
+        min_length=1,
+        max_length=MAX_PARTS,
+        help_text="1..8 weighted parts (with `not` terms: 8 in all). The query vector is "
+        "sum(weight * unit vector of the part), normalised; at least one weight must be "
+        "positive.",
+        error_messages={
+            "min_length": 'Give at least one part, e.g. [{{"text": "red dress"}}].',
+            "max_length": "At most {max_length} parts.",
+        },
+    )
+
+
+class QueryPartSchema(OpenApiSerializerExtension):
+    """States that a part has exactly one of its three sources (the serializer checks it)."""
+
+    target_class = QueryPartSerializer
+
+    def map_serializer(self, auto_schema, direction):
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        schema["oneOf"] = [{"required": [key]} for key in ("text", "image_id", "product_id")]
+        return schema
+
+
+class SearchPartsSchema(OpenApiSerializerExtension):
+    """States the number of parts the serializer allows (a nested list's bounds are not
+    picked up from it)."""
+
+    target_class = SearchPartsSerializer
+
+    def map_serializer(self, auto_schema, direction):
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        schema["properties"]["parts"].update(minItems=1, maxItems=MAX_PARTS)
+        return schema

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from drf_spectacular.utils import extend_schema
 from rest_framework.exceptions import NotFound
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -26,6 +26,7 @@ from ..analytics.services import search_log_record
 from .serializers import (
     SearchFormSerializer,
     SearchHitSerializer,
+    SearchPartsSerializer,
     SearchQuerySerializer,
     SearchResponseSerializer,
     SimilarQuerySerializer,
@@ -79,7 +80,7 @@ class SearchView(APIView):
     permission_classes = [AllowAny]
     throttle_classes = SEARCH_THROTTLES  # THROTTLE_SEARCH_ANON / THROTTLE_SEARCH_USER
     # POST is a read (a search by image), not a write: no staff needed.
-    parser_classes = [MultiPartParser, FormParser]
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
 
     @extend_schema(
         tags=[TAG],
@@ -92,23 +93,30 @@ class SearchView(APIView):
                 404,
                 429,
                 described={
-                    400: "No `q`, `q` over 500 characters, a bad filter or paging parameter "
-                    "(`error.details` names it), or price_min > price_max: `invalid`.",
+                    400: "No `q`, `q` over 500 characters, a bad filter, `not` or paging "
+                    "parameter (`error.details` names it), price_min > price_max, only terms "
+                    "to leave out, or terms that cancel the query out: `invalid`.",
                     404: PAST_THE_END,
                 },
             ),
         },
     )
     def get(self, request: Request) -> Response:
-        return self._search(request, request.query_params.dict(), SearchQuerySerializer)
+        params = _with_not_terms(request.query_params.dict(), request.query_params)
+        return self._search(request, params, SearchQuerySerializer)
 
     @extend_schema(
         tags=[TAG],
-        summary="Search products by image, or image and text",
-        description="Multipart form with an `image` file and/or `q`. Filters and `page` may be "
-        "form fields or query parameters (query parameters win, so the `next` link works when "
-        "the same form is posted to it again).",
-        request={"multipart/form-data": SearchFormSerializer},
+        summary="Search products by image, image and text, or several weighted parts",
+        description="Multipart form with an `image` file and/or `q` (`image_weight` balances "
+        "them), or a JSON body with `parts`: weighted texts, catalog images and products "
+        "(negative weights push away; see docs/API.md for the rule). Filters and `page` may be "
+        "body fields or query parameters (query parameters win, so the `next` link works when "
+        "the same body is posted to it again).",
+        request={
+            "multipart/form-data": SearchFormSerializer,
+            "application/json": SearchPartsSerializer,
+        },
         responses={
             200: SearchResponseSerializer,
             **errors(
@@ -119,32 +127,37 @@ class SearchView(APIView):
                 415,
                 429,
                 described={
-                    400: "Neither `image` nor `q`, a bad parameter (`invalid`), an unreadable "
-                    "image (`invalid_image`), or too many pixels (`image_too_large`: over "
-                    "MAX_IMAGE_PIXELS, or a non-JPEG over EMBEDDINGS_QUERY_MAX_PIXELS).",
+                    400: "Neither `image` nor `q`, a bad parameter or part (`invalid`; an "
+                    "unknown `image_id` or `product_id` is named), no positive part, parts "
+                    "that cancel out, an unreadable image (`invalid_image`), or too many "
+                    "pixels (`image_too_large`: over MAX_IMAGE_PIXELS, or a non-JPEG over "
+                    "EMBEDDINGS_QUERY_MAX_PIXELS).",
                     403: "A request authenticated by a session cookie without its CSRF token.",
                     404: PAST_THE_END,
-                    415: "The body is not a multipart or urlencoded form: "
+                    415: "The body is not a multipart or urlencoded form, or JSON: "
                     "`unsupported_media_type`.",
                 },
             ),
         },
     )
     def post(self, request: Request) -> Response:
+        if _is_json(request):
+            return self._search(request, _json_params(request), SearchPartsSerializer)
         params = {key: request.data.get(key) for key in request.data}
         params.update(request.query_params.dict())
+        params = _with_not_terms(params, request.data, request.query_params)
         return self._search(request, params, SearchFormSerializer)
 
     def _search(self, request: Request, params: dict, serializer_class) -> Response:
         serializer = serializer_class(data=_without_blanks(params))
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        text, image = data.get("q") or "", data.get("image")
         started = time.perf_counter()  # search analytics: latency of search + page load
         try:
-            hits = selectors.product_search(
-                text=text,
-                image=image,
+            query, echo = _steered_query(data)
+            text, image = echo["text"], echo["image"]
+            hits = selectors.product_search_steered(
+                query,
                 limit=SEARCH_DEPTH,
                 category=data.get("category") or None,
                 price_min=data.get("price_min"),
@@ -159,18 +172,100 @@ class SearchView(APIView):
         if data["page"] == 1:
             body["search_id"] = search_log_record(
                 text=text,
-                photo=image is not None,
+                photo=image,
                 filters={key: data.get(key) for key in ("category", "price_min", "price_max")},
                 result_count=body["count"],
                 latency_ms=(time.perf_counter() - started) * 1000,
                 source="api",
             )
-        body["query"] = {"text": selectors.normalize_query_text(text), "image": image is not None}
+        body["query"] = echo
         body["did_you_mean"] = suggestions.search_did_you_mean(text=text) if text else None
         body["results"] = SearchHitSerializer(
             body["results"], many=True, context={"request": request}
         ).data
         return Response(body)
+
+
+# -- steerable queries ----------------------------------------------------------------------------
+
+
+def _is_json(request: Request) -> bool:
+    return request.content_type.split(";")[0].strip().lower() == "application/json"
+
+
+def _json_params(request: Request) -> dict:
+    if not isinstance(request.data, dict):
+        raise ApiError('The JSON body must be an object, e.g. {"parts": [{"text": "red dress"}]}.')
+    params = dict(request.data)
+    params.update(request.query_params.dict())
+    return params
+
+
+def _with_not_terms(params: dict, *sources) -> dict:
+    """`not` may be repeated: every value of it from each form or query string."""
+    terms = [term for source in sources for term in source.getlist("not")]
+    params = {key: value for key, value in params.items() if key != "not"}
+    if terms:
+        params["not"] = terms
+    return params
+
+
+def _query_part(part: dict, n: int) -> selectors.QueryPart:
+    """A validated JSON part -> a QueryPart; an image or product that cannot be used -> 400
+    naming it."""
+    weight = part["weight"]
+    if "text" in part:
+        return selectors.QueryPart(text=part["text"], weight=weight)
+    if "image_id" in part:
+        vector = selectors.catalog_image_vector(image_id=part["image_id"])
+        if vector is None:
+            raise ApiError(
+                f"Part {n}: there is no image {part['image_id']} of an active product.",
+                details={"parts": {str(n - 1): {"image_id": "Unknown image."}}},
+            )
+        return selectors.QueryPart(image_vec=vector, weight=weight)
+    product_id = part["product_id"]
+    if catalog_selectors.product_get(product_id=product_id) is None:
+        raise ApiError(
+            f"Part {n}: there is no active product {product_id}.",
+            details={"parts": {str(n - 1): {"product_id": "Unknown product."}}},
+        )
+    vector = selectors.product_vector(product_id=product_id)
+    if vector is None:
+        raise ApiError(
+            f"Part {n}: product {product_id} has no indexed image yet; search with its "
+            "image_id or words instead.",
+            details={"parts": {str(n - 1): {"product_id": "No indexed image."}}},
+        )
+    return selectors.QueryPart(image_vec=vector, weight=weight)
+
+
+def _steered_query(data: dict) -> tuple[selectors.SteeredQuery, dict]:
+    """Validated search parameters -> (the query to rank, the `query` echo of the answer)."""
+    exclude, not_weight = data.get("not") or [], data.get("not_weight")
+    if "parts" in data:
+        parts = [_query_part(part, n) for n, part in enumerate(data["parts"], start=1)]
+        query = selectors.steered_query(parts, exclude=exclude, not_weight=not_weight)
+        text = query.words
+        has_text = bool(text)
+        image = any(p.image_vec is not None and p.weight > 0 for p in parts)
+    else:
+        text = selectors.normalize_query_text(data.get("q"))
+        query = selectors.search_query(
+            text=text,
+            image=data.get("image"),
+            image_weight=data.get("image_weight"),
+            exclude=exclude,
+            not_weight=not_weight,
+        )
+        has_text, image = bool(text), data.get("image") is not None
+    echo = {
+        "text": text,
+        "image": image,
+        "not": list(query.not_words),
+        "image_weight": round(1.0 - query.word_share, 6) if has_text and image else None,
+    }
+    return query, echo
 
 
 class ProductSimilarView(APIView):

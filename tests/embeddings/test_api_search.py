@@ -96,7 +96,7 @@ def test_product_created_through_the_api_is_found_first_by_its_image(client):
 
     response = image_search(client, BLUE)
     body = response.json()
-    assert body["query"] == {"text": "", "image": True}
+    assert body["query"] == {"text": "", "image": True, "not": [], "image_weight": None}
     best = body["results"][0]
     assert best["product"]["id"] == created.json()["id"]
     assert best["matched_image_id"] == created.json()["images"][0]["id"]
@@ -114,7 +114,7 @@ def test_search_response_has_the_documented_shape(client, shop):
         "did_you_mean",
         "results",
     }
-    assert body["query"] == {"text": "red shirt", "image": False}
+    assert body["query"] == {"text": "red shirt", "image": False, "not": [], "image_weight": None}
     hit = body["results"][0]
     assert set(hit) == {"score", "matched_image_id", "product"}
     assert {"id", "title", "price", "category", "images", "url"} <= set(hit["product"])
@@ -137,7 +137,7 @@ def test_inactive_products_are_never_found(client, shop):
 
 def test_image_and_text_together(client, shop):
     body = image_search(client, RED, q="red shirt").json()
-    assert body["query"] == {"text": "red shirt", "image": True}
+    assert body["query"] == {"text": "red shirt", "image": True, "not": [], "image_weight": 0.5}
     scores = {r["product"]["id"]: r["score"] for r in body["results"]}
     # The query is the mean of both vectors: the text moves it off the exact image match
     # (which alone scores 1.0). Ranking by the text part is arbitrary with a random-init model.
@@ -315,8 +315,12 @@ def test_big_png_query_is_refused_but_a_jpeg_as_big_is_decoded_small(client, sho
     assert response.status_code == 200, response.content
 
 
-def test_json_body_is_415(client):
-    assert_error(client.post(f"{API}/search/", {"q": "tee"}, format="json"), 415)
+def test_json_body_needs_parts_and_other_bodies_are_415(client):
+    # JSON is the weighted-parts form (tests/embeddings/test_steerable.py); `q` is not a part.
+    error = assert_error(client.post(f"{API}/search/", {"q": "tee"}, format="json"), 400)
+    assert "parts" in error["details"]
+    plain = client.post(f"{API}/search/", "q=tee", content_type="text/plain")
+    assert_error(plain, 415)
 
 
 # --- similar ----------------------------------------------------------------------------------
