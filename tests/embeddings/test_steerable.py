@@ -225,6 +225,7 @@ def test_product_search_keeps_its_old_meaning_for_existing_callers(shop):
         ({"parts": [{"text": "tee"}], "not": ["x"] * 8}, 400, "8"),
         ({"parts": [{"text": "tee"}], "not_weight": 3}, 400, "not_weight"),
         ({"parts": [{"text": "tee"}], "page_size": 0}, 400, "page_size"),
+        ([{"text": "tee"}], 400, "object"),
     ],
 )
 def test_bad_parts_are_400_with_a_message_naming_the_problem(client, shop, body, status, needle):
