@@ -447,12 +447,12 @@ if EMBEDDINGS_FAISS_THREADS and EMBEDDINGS_TORCH_THREADS:
     for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_var, _threads)
 EMBEDDINGS_QUERY_CACHE_SIZE = env_int("EMBEDDINGS_QUERY_CACHE_SIZE", 1024)
-
-# --- REST framework -------------------------------------------------------------------------
-
 # The admin's catalog map draws at most this many products (a sample stratified by category
 # beyond it); its PCA layout and neighbour check take ~1 s at 5000 (README, Catalog map).
 EMBEDDINGS_MAP_MAX_POINTS = env_int("EMBEDDINGS_MAP_MAX_POINTS", 5000)
+
+# --- REST framework -------------------------------------------------------------------------
+
 
 def _throttle_rate(name: str, default: str) -> str | None:
     value = os.environ.get(name, default).strip().lower()
