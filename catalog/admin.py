@@ -106,6 +106,7 @@ class ProductAdmin(admin.ModelAdmin):
     actions: list = []
     fieldsets = [
         (None, {"fields": ["title", "sku", "category", "price", "is_active", "description"]}),
+        ("Attributes", {"fields": ["attributes"]}),
         ("Images", {"fields": ["add_images"]}),
     ]
 

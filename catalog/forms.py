@@ -56,7 +56,8 @@ class ProductAdminForm(forms.ModelForm):
 
     class Meta:
         model = Product
-        fields = ["title", "sku", "description", "price", "category", "is_active"]
+        fields = ["title", "sku", "description", "price", "category", "is_active", "attributes"]
+        widgets = {"attributes": forms.Textarea(attrs={"rows": 3, "cols": 60})}
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

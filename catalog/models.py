@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import hashlib
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.urls import reverse
 from django.utils.text import slugify
+
+from .attributes import attributes_normalise
 
 
 class Category(models.Model):
@@ -41,6 +44,13 @@ class Product(models.Model):
     is_active = models.BooleanField(
         "active", default=True, help_text="Inactive products are hidden from search and pages."
     )
+    # {name: value}, lower-case (catalog.attributes): colour, pattern, type, usage, gender, ...
+    attributes = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Name: value pairs, e.g. {"colour": "red", "pattern": "striped"}; '
+        "stored lower-case.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -51,8 +61,20 @@ class Product(models.Model):
     def __str__(self) -> str:
         return self.title
 
+    def save(self, *args, **kwargs):
+        # Every write path (admin, API, import, shell) stores the same normal form.
+        self.attributes = attributes_normalise(self.attributes)
+        super().save(*args, **kwargs)
+
     def get_absolute_url(self) -> str:
         return reverse("catalog:product-detail", args=[self.pk])
+
+    def clean(self) -> None:
+        super().clean()
+        try:
+            self.attributes = attributes_normalise(self.attributes)
+        except ValidationError as exc:
+            raise ValidationError({"attributes": exc.messages}) from None
 
     @property
     def primary_image(self) -> ProductImage | None:

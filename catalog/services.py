@@ -38,9 +38,11 @@ def product_create(
     price: Decimal | None = None,
     category: Category | None = None,
     is_active: bool = True,
+    attributes: dict[str, str] | None = None,
     images: Iterable[File] = (),
 ) -> Product:
     product = Product(
+        attributes=attributes or {},
         title=title.strip(),
         sku=(sku or "").strip() or sku_generate(),
         description=description,
@@ -64,7 +66,7 @@ def product_create(
 
 @transaction.atomic
 def product_update(*, product: Product, **fields) -> Product:
-    allowed = {"title", "sku", "description", "price", "category", "is_active"}
+    allowed = {"title", "sku", "description", "price", "category", "is_active", "attributes"}
     unknown = set(fields) - allowed
     if unknown:
         raise ValueError(f"Cannot update {sorted(unknown)}; allowed fields: {sorted(allowed)}")

@@ -31,6 +31,7 @@ from django.db.models.signals import post_save
 from PIL import Image, UnidentifiedImageError
 
 from catalog import services as catalog_services
+from catalog.attributes import attributes_normalise
 from catalog.models import Category, Product, ProductImage
 
 from . import services, signals
@@ -64,6 +65,16 @@ class ImportColumns:
     category: str = "articleType"
     price: str = "price"
     description: tuple[str, ...] = ()
+    # (attribute name, CSV column): e.g. (("colour", "baseColour"), ("type", "articleType")).
+    # A column named ``gender`` becomes the gender attribute unless mapped otherwise.
+    attributes: tuple[tuple[str, str], ...] = ()
+
+    def attribute_columns(self, header: list[str]) -> tuple[tuple[str, str], ...]:
+        """The mapping applied to a CSV with this ``header``."""
+        mapped = tuple(self.attributes)
+        if "gender" in header and all(name != "gender" for name, _ in mapped):
+            mapped += (("gender", "gender"),)
+        return mapped
 
 
 @dataclass
@@ -110,6 +121,12 @@ def _check_columns(csv_path: Path, columns: ImportColumns) -> list[str]:
             f"{csv_path} has no column(s) {missing}; its columns are {header}. "
             "Name the right ones with --path-column / --sku-column / --title-column."
         )
+    missing = [column for _, column in columns.attributes if column not in header]
+    if missing:
+        raise ValueError(
+            f"{csv_path} has no attribute column(s) {missing}; its columns are {header}. "
+            "Fix --attribute-columns (name=column)."
+        )
     return header
 
 
@@ -144,6 +161,7 @@ def _import_row(
     categories: dict[str, Category],
     report: ImportReport,
     confine_images: bool = False,
+    attribute_columns: tuple[tuple[str, str], ...] = (),
 ) -> bool:
     """Creates or updates one product; True when anything changed."""
     sku = (row.get(columns.sku) or "").strip()
@@ -177,8 +195,19 @@ def _import_row(
             categories[key] = catalog_services.category_get_or_create(name=category_name)
         category = categories[key]
 
-    fields = {"title": title, "description": description, "price": price, "category": category}
+    # The import owns the attributes it maps (an empty cell removes one); others (set by staff)
+    # are kept.
+    mapped = {name: (row.get(column) or "") for name, column in attribute_columns}
     product = Product.objects.filter(sku=sku).first()
+    attributes = dict(product.attributes) if product is not None else {}
+    attributes.update(mapped)
+    fields = {
+        "title": title,
+        "description": description,
+        "price": price,
+        "category": category,
+        "attributes": attributes_normalise(attributes),
+    }
     if product is None:
         product = catalog_services.product_create(sku=sku, **fields)
         report.created += 1
@@ -239,7 +268,8 @@ def catalog_import(
     images_root = Path(images_root) if images_root else csv_path.parent
     if not images_root.is_dir():
         raise FileNotFoundError(f"Images folder {images_root} not found; pass --images-root.")
-    _check_columns(csv_path, columns)
+    header = _check_columns(csv_path, columns)
+    attribute_columns = columns.attribute_columns(header)
 
     report = ImportReport()
     categories: dict[str, Category] = {}
@@ -261,6 +291,7 @@ def catalog_import(
                                 categories=categories,
                                 report=report,
                                 confine_images=confine_images,
+                                attribute_columns=attribute_columns,
                             )
                     except (RowError, ValidationError, OSError) as exc:
                         reason = (

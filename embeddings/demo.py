@@ -51,6 +51,8 @@ GARMENTS = {
     "tote": ("Tote bags", "tote bag", (9, 24)),
 }
 PRINTS = ["plain", "stripes", "dots", "star", "heart", "circle", "triangle", "cat", "sun", "tree"]
+# The pattern attribute of a print (a facet value): the motifs are all "graphic".
+PATTERNS = {"plain": "plain", "stripes": "striped", "dots": "dotted"}
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,10 @@ class DemoProduct:
     @property
     def filename(self) -> str:
         return f"{self.sku.lower()}.png"
+
+    @property
+    def pattern(self) -> str:
+        return PATTERNS.get(self.print_, "graphic")
 
 
 def _title(garment: str, colour: str, print_: str, accent: str) -> str:
@@ -256,7 +262,10 @@ MANIFEST_COLUMNS = [
     "price",
     "description",
     "baseColour",
+    "pattern",
 ]
+# (attribute, manifest column) the demo import maps: colour, pattern and type to facet on.
+DEMO_ATTRIBUTE_COLUMNS = (("colour", "baseColour"), ("pattern", "pattern"), ("type", "articleType"))
 
 
 def demo_catalog_write(
@@ -291,6 +300,7 @@ def demo_catalog_write(
                     product.price,
                     product.description,
                     product.colour,
+                    product.pattern,
                 ]
             )
     return manifest

@@ -366,6 +366,32 @@ if not THUMBNAIL_WIDTHS or not all(16 <= w <= 4096 for w in THUMBNAIL_WIDTHS):
 THUMBNAIL_QUALITY = env_int("THUMBNAIL_QUALITY", 80)
 if not 1 <= THUMBNAIL_QUALITY <= 100:
     raise ImproperlyConfigured(f"THUMBNAIL_QUALITY={THUMBNAIL_QUALITY}: use a value from 1 to 100.")
+# Product attributes shown as facets (search page sidebar, the API's `facets`) and usable as
+# filters (`colour=red`): names of keys of Product.attributes, comma-separated, in display order.
+# Attribute values are stored lower-case; a product without the attribute is left out of its facet.
+_facet_attributes = os.environ.get("CATALOG_FACET_ATTRIBUTES", "colour,pattern,type,usage,gender")
+CATALOG_FACET_ATTRIBUTES = tuple(
+    dict.fromkeys(a.strip().lower() for a in _facet_attributes.split(",") if a.strip())
+)
+if not all(re.fullmatch(r"[a-z][a-z0-9_]{0,39}", a) for a in CATALOG_FACET_ATTRIBUTES):
+    raise ImproperlyConfigured(
+        f"CATALOG_FACET_ATTRIBUTES={_facet_attributes!r}: give attribute names (letters, digits, "
+        "underscores, starting with a letter) separated by commas, e.g. colour,type,usage,gender."
+    )
+# Price-range facet: the bucket edges (ascending, comma-separated); "0,25,50,100" gives
+# 0-25, 25-50, 50-100 and 100+ (a bucket holds min <= price < max).
+_price_edges = os.environ.get("SEARCH_FACET_PRICE_EDGES", "0,25,50,100,200")
+try:
+    SEARCH_FACET_PRICE_EDGES = tuple(float(e) for e in _price_edges.split(",") if e.strip())
+except ValueError:
+    SEARCH_FACET_PRICE_EDGES = ()
+if len(SEARCH_FACET_PRICE_EDGES) < 1 or list(SEARCH_FACET_PRICE_EDGES) != sorted(
+    set(SEARCH_FACET_PRICE_EDGES)
+):
+    raise ImproperlyConfigured(
+        f"SEARCH_FACET_PRICE_EDGES={_price_edges!r}: give ascending prices separated by commas, "
+        "e.g. 0,25,50,100,200."
+    )
 # Image queries (API image search, the page's photo search): JPEGs are decoded at a reduced
 # scale, other formats are decoded in full, so those above this many pixels are refused
 # (400 image_too_large) before decoding: a 36 MP PNG would cost ~1 s of CPU per search.
@@ -450,6 +476,22 @@ EMBEDDINGS_QUERY_CACHE_SIZE = env_int("EMBEDDINGS_QUERY_CACHE_SIZE", 1024)
 # The admin's catalog map draws at most this many products (a sample stratified by category
 # beyond it); its PCA layout and neighbour check take ~1 s at 5000 (README, Catalog map).
 EMBEDDINGS_MAP_MAX_POINTS = env_int("EMBEDDINGS_MAP_MAX_POINTS", 5000)
+# Suggestions on upload (admin product form): an uploaded image scoring at least this cosine
+# against another product's image is flagged "nearly identical". 0.975 is where near-duplicates
+# (re-encoded, resized, slightly cropped photos) were found at precision 0.99 against different
+# products of the same type, on myntra-224 with the starter model (README, Suggestions on upload);
+# calibrate again for another model.
+EMBEDDINGS_DUPLICATE_THRESHOLD = env_float("EMBEDDINGS_DUPLICATE_THRESHOLD", 0.975)
+if not -1.0 <= EMBEDDINGS_DUPLICATE_THRESHOLD <= 1.0:
+    raise ImproperlyConfigured(
+        f"EMBEDDINGS_DUPLICATE_THRESHOLD={EMBEDDINGS_DUPLICATE_THRESHOLD}: use a cosine from -1 to 1."
+    )
+# Nearest products whose categories vote for an upload's suggested category.
+EMBEDDINGS_SUGGEST_NEIGHBOURS = env_int("EMBEDDINGS_SUGGEST_NEIGHBOURS", 10)
+if EMBEDDINGS_SUGGEST_NEIGHBOURS < 1:
+    raise ImproperlyConfigured(
+        f"EMBEDDINGS_SUGGEST_NEIGHBOURS={EMBEDDINGS_SUGGEST_NEIGHBOURS}: use 1 or more."
+    )
 
 # --- REST framework -------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from rest_framework import serializers
 
 from searchsite.api import ApiError
 
+from ..attributes import attributes_normalise
 from ..models import Category, Product, ProductImage
 from ..thumbnails import image_thumbnails
 from ..validators import CODE_INVALID, UPLOAD_ERROR_STATUS, validate_image_upload
@@ -121,6 +122,7 @@ class ProductSerializer(serializers.ModelSerializer):
             "sku",
             "is_active",
             "category",
+            "attributes",
             "url",
             "images",
             "created_at",
@@ -164,6 +166,7 @@ class ProductSerializer(serializers.ModelSerializer):
             "category": None
             if category is None
             else {"id": category.id, "name": category.name, "slug": category.slug},
+            "attributes": obj.attributes,
             "url": self.get_url(obj),
             "images": images,
             "created_at": fields["created_at"].to_representation(obj.created_at),
@@ -204,6 +207,18 @@ class ProductWriteSerializer(serializers.Serializer):
     )
     # default=True also stops a multipart form that leaves the field out from meaning False.
     is_active = serializers.BooleanField(required=False, default=True)
+    attributes = serializers.DictField(
+        child=serializers.CharField(allow_blank=True, max_length=60),
+        required=False,
+        default=dict,
+        help_text='Name: value pairs, e.g. {"colour": "red"}; stored lower-case.',
+    )
+
+    def validate_attributes(self, value: dict) -> dict:
+        try:
+            return attributes_normalise(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
 
     def validate_category(self, value: str | None) -> str | None:
         value = (value or "").strip()

@@ -71,11 +71,13 @@ def test_product_json_has_the_documented_shape(anon):
         "sku",
         "is_active",
         "category",
+        "attributes",
         "url",
         "images",
         "created_at",
         "updated_at",
     }
+    assert body["attributes"] == {}
     assert body["price"] == "19.99" and body["currency"] == "USD"
     assert body["category"] == {"id": product.category.pk, "name": "T-shirts", "slug": "t-shirts"}
     assert body["url"].startswith("http://testserver/")

@@ -43,6 +43,14 @@ class Command(BaseCommand):
             help="Column(s) that make the description; several become 'column: value' lines.",
         )
         parser.add_argument(
+            "--attribute-columns",
+            nargs="*",
+            default=[],
+            metavar="NAME=COLUMN",
+            help="Product attributes from columns, e.g. colour=baseColour type=articleType "
+            "usage=usage (values are stored lower-case). A `gender` column is used when present.",
+        )
+        parser.add_argument(
             "--batch-size", type=int, default=64, help="Rows per commit and images per model call."
         )
         parser.add_argument(
@@ -59,6 +67,7 @@ class Command(BaseCommand):
             category=o["category_column"],
             price=o["price_column"],
             description=tuple(o["description_columns"]),
+            attributes=_attribute_columns(o["attribute_columns"]),
         )
         if o["limit"] is not None and o["limit"] < 0:
             raise CommandError("--limit must be zero or more.")
@@ -110,3 +119,16 @@ class Command(BaseCommand):
             self.stdout.write(
                 self.style.WARNING("Fix the skipped rows in the CSV and run the import again.")
             )
+
+
+def _attribute_columns(pairs: list[str]) -> tuple[tuple[str, str], ...]:
+    out = []
+    for pair in pairs:
+        name, sep, column = pair.partition("=")
+        name, column = name.strip().lower(), column.strip()
+        if not sep or not name or not column:
+            raise CommandError(
+                f"--attribute-columns {pair!r}: write NAME=COLUMN, e.g. colour=baseColour."
+            )
+        out.append((name, column))
+    return tuple(out)

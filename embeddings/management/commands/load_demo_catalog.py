@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from catalog.thumbnails import images_thumbnails_make
 from embeddings.bulk_import import ImportColumns, catalog_import
-from embeddings.demo import demo_catalog_write
+from embeddings.demo import DEMO_ATTRIBUTE_COLUMNS, demo_catalog_write
 from embeddings.encoder import ModelLoadError
 
 
@@ -48,14 +48,24 @@ class Command(BaseCommand):
                     f"{csv_path} not found. --source (or DEMO_CATALOG) must be a folder holding "
                     "manifest.csv and the images it names."
                 )
-            columns = ImportColumns(description=("baseColour", "usage"))
+            columns = ImportColumns(
+                description=("baseColour", "usage"),
+                attributes=_present(
+                    csv_path,
+                    (("colour", "baseColour"), ("type", "articleType"), ("usage", "usage")),
+                ),
+            )
             self.stdout.write(f"Importing demo catalog from {source}")
         else:
             if count is not None and not 1 <= count <= 300:
                 raise CommandError("--count must be between 1 and 300 for the generated catalog.")
             folder = Path(settings.DATA_DIR) / "demo-catalog"
             csv_path = demo_catalog_write(folder, count=count or 96, progress=progress)
-            columns = ImportColumns(category="articleType", description=("description",))
+            columns = ImportColumns(
+                category="articleType",
+                description=("description",),
+                attributes=DEMO_ATTRIBUTE_COLUMNS,
+            )
             count = None  # the manifest holds exactly what was asked for
             self.stdout.write(f"Generated demo catalog in {folder}")
         try:
@@ -84,3 +94,12 @@ class Command(BaseCommand):
         made = sum(t.status == "made" for t in images_thumbnails_make(missing_only=True))
         if made:
             self.stdout.write(f"Thumbnails: made for {made} earlier image(s).")
+
+
+def _present(csv_path: Path, mapping: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """The attribute columns of ``mapping`` that this manifest has (the shared sets differ)."""
+    import csv
+
+    with csv_path.open(newline="", encoding="utf-8-sig") as fh:
+        header = next(csv.reader(fh), [])
+    return tuple((name, column) for name, column in mapping if column in header)
