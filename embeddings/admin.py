@@ -11,20 +11,24 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
 from catalog.admin import image_thumbnail
 from catalog.models import Product, ProductImage
+from catalog.thumbnails import image_thumbnails
+from catalog.validators import validate_image_upload
 
-from . import catalog_map, reconcile, runtime, services
+from . import catalog_map, reconcile, runtime, services, upload_assist
 from .encoder import ModelLoadError
+from .engine.live import IndexDamagedError
 from .health import describe_age, index_health
 from .models import ImageEmbedding, IndexChange, IndexChangePrune
 
@@ -331,3 +335,154 @@ class IndexChangePruneAdmin(ReadOnlyAdmin):
 # Django's admin autodiscovery loads only this module.
 from . import admin_import as _import_admin  # noqa: E402, F401
 from .analytics import admin as _analytics_admin  # noqa: E402, F401
+
+# -- Suggestions on upload (issue 11, item 6) --------------------------------------------------
+# On the product add/change form, choosing image files asks
+# /admin/catalog/product/upload-assist/ (POST, one file) for the products with a nearly identical
+# image and the suggested category (embeddings.upload_assist); upload-assist.js shows them as
+# warnings and an "accept" link. Saving is never blocked. The change page itself warns (a
+# message on every GET) while any of the product's stored vectors has a near-duplicate.
+# The catalog cannot import this app, so the registered ProductAdmin instance gets a subclass
+# that adds the media, the URL and the warning; its class is swapped rather than registering a
+# new instance, so everything other blocks attached to the instance (actions) stays.
+
+
+def _json_error(message: str, status: int) -> JsonResponse:
+    return JsonResponse({"error": message}, status=status)
+
+
+def _duplicate_json(request: HttpRequest, dups: list[upload_assist.Duplicate]) -> list[dict]:
+    products = upload_assist.duplicate_products(dups)
+    out = []
+    for dup in dups:
+        product = products.get(dup.product_id)
+        if product is None:  # deleted since the index saw it
+            continue
+        image = upload_assist.duplicate_image(product, dup.image_id)
+        thumbs = image_thumbnails(image) if image is not None else []
+        thumbnail = thumbs[0].url if thumbs else (image.image.url if image else None)
+        out.append(
+            {
+                "product_id": product.pk,
+                "title": product.title,
+                "score": round(dup.score, 4),
+                "admin_url": reverse("admin:catalog_product_change", args=[product.pk]),
+                "thumbnail": thumbnail,
+            }
+        )
+    return out
+
+
+def upload_assist_view(request: HttpRequest, model_admin: admin.ModelAdmin) -> HttpResponse:
+    """POST ``image`` (one file) and optionally ``product_id`` (the product being edited, left
+    out of the answer): JSON ``{duplicates: [...], category: {...} | null, threshold}``.
+    Staff who may add or change products; a bad file is a 400 with a message."""
+    if not (model_admin.has_add_permission(request) or model_admin.has_change_permission(request)):
+        return _json_error("You may not add or change products.", 403)
+    if request.method != "POST":
+        return HttpResponse(status=405, headers={"Allow": "POST"})
+    file = request.FILES.get("image")
+    if file is None:
+        return _json_error("Send one image file in the field 'image'.", 400)
+    raw_id = request.POST.get("product_id") or ""
+    if raw_id and not raw_id.isdigit():
+        return _json_error(f"product_id must be a product's number, not {raw_id!r}.", 400)
+    product_id = int(raw_id) if raw_id else None
+    try:
+        validate_image_upload(file)
+        vector = upload_assist.upload_vector(data=file.read())
+    except ValidationError as exc:
+        return _json_error(f"{file.name}: {exc.messages[0]}", 400)
+    except upload_assist.UploadAssistError as exc:
+        return _json_error(f"{file.name}: {exc}", 400)
+    except ModelLoadError as exc:
+        return _json_error(f"No suggestions: {exc}", 503)
+    try:
+        dups = upload_assist.near_duplicates(vector=vector, exclude_product_id=product_id)
+        category = upload_assist.category_suggest(vector=vector, exclude_product_id=product_id)
+    except IndexDamagedError as exc:
+        return _json_error(str(exc), 503)
+    return JsonResponse(
+        {
+            "duplicates": _duplicate_json(request, dups),
+            "category": None
+            if category is None
+            else {
+                "id": category.category_id,
+                "name": category.name,
+                "confidence": round(category.confidence, 3),
+                "method": category.method,
+            },
+            "threshold": upload_assist.duplicate_threshold(),
+        }
+    )
+
+
+def _duplicate_warning(product_admin: admin.ModelAdmin, request: HttpRequest, pk: int) -> None:
+    try:
+        found = upload_assist.product_duplicates(product_id=pk)
+    except (ModelLoadError, IndexDamagedError):
+        return  # the index health page reports these; the form still works
+    dups = [d for item in found for d in item.duplicates]
+    if not dups:
+        return
+    products = upload_assist.duplicate_products(dups)
+    best: dict[int, float] = {}
+    for dup in dups:
+        best[dup.product_id] = max(best.get(dup.product_id, -1.0), dup.score)
+    links = format_html_join(
+        ", ",
+        '<a href="{}" class="upload-assist-duplicate">{}</a> ({})',
+        (
+            (reverse("admin:catalog_product_change", args=[pid]), products[pid].title, f"{s:.3f}")
+            for pid, s in sorted(best.items(), key=lambda kv: -kv[1])
+            if pid in products
+        ),
+    )
+    n = len(found)
+    product_admin.message_user(
+        request,
+        format_html(
+            "{} of this product's images {} nearly identical to an image of: {}.",
+            n,
+            "is" if n == 1 else "are",
+            links,
+        ),
+        messages.WARNING,
+    )
+
+
+def _attach_upload_assist() -> None:
+    product_admin = admin.site.get_model_admin(Product)
+    base = type(product_admin)
+    if getattr(base, "upload_assist", False):
+        return
+
+    class ProductAdminWithUploadAssist(base):  # type: ignore[valid-type, misc]
+        upload_assist = True
+
+        class Media:
+            js = ["embeddings/upload-assist.js"]
+            css = {"all": ["embeddings/upload-assist.css"]}
+
+        def get_urls(self):
+            view = self.admin_site.admin_view(lambda request: upload_assist_view(request, self))
+            # Before the default URLs: "<object_id>/" would otherwise take "upload-assist/".
+            return [
+                path("upload-assist/", view, name="catalog_product_upload_assist"),
+                *super().get_urls(),
+            ]
+
+        def change_view(self, request, object_id, form_url="", extra_context=None):
+            if request.method == "GET" and str(object_id).isdigit():
+                _duplicate_warning(self, request, int(object_id))
+            return super().change_view(request, object_id, form_url, extra_context)
+
+    ProductAdminWithUploadAssist.__name__ = base.__name__
+    ProductAdminWithUploadAssist.__qualname__ = base.__qualname__
+    product_admin.__class__ = ProductAdminWithUploadAssist
+
+
+_attach_upload_assist()
+
+# -- end of suggestions on upload ---------------------------------------------------------------
