@@ -11,6 +11,7 @@ from catalog.selectors import category_list
 
 from . import runtime
 from .encoder import ImageDecodeError, load_image
+from .refine import SORTS
 from .selectors import MAX_QUERY_CHARS
 from .steering import split_negatives
 
@@ -49,6 +50,12 @@ class FilterForm(forms.Form):
     )
     price_max = forms.DecimalField(
         label="Max price", error_messages=price_errors("Max price"), **PRICE_FIELD
+    )
+    sort = forms.ChoiceField(
+        required=False,
+        choices=list(SORTS.items()),
+        label="Sort by",
+        error_messages={"invalid_choice": "Pick a sort order from the list."},
     )
     # Photo + words: how much the photo counts against the words (0 words only .. 1 photo only).
     image_weight = forms.FloatField(

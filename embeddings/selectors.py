@@ -134,6 +134,18 @@ class RankedProducts(Sequence):
     def queryset(self):
         return self._qs
 
+    def all_rows(self) -> list[Row]:
+        """Every result row, best first (ranks to the full result count: at most ``limit``)."""
+        total = len(self)
+        self._ensure(total)
+        return self._rows[:total]
+
+    def reordered(self, rows: list[Row]) -> RankedProducts:
+        """The same results in another order (sorting): ``rows`` is a permutation of (a subset
+        of) ``all_rows()``; scores still missing are filled in as for this ranking."""
+        rows = list(rows)
+        return RankedProducts(lambda depth: (rows[:depth], len(rows)), self._qs, score=self._score)
+
 
 class _LRU:
     def __init__(self, size: int) -> None:

@@ -13,6 +13,7 @@ import logging
 import re
 import secrets
 import time
+from decimal import Decimal
 from urllib.parse import urlencode
 
 import numpy as np
@@ -26,7 +27,7 @@ from django.views.decorators.http import require_http_methods
 
 from catalog.selectors import product_get, product_list
 
-from . import runtime, selectors, suggestions
+from . import refine, runtime, selectors, suggestions
 from .analytics.services import search_log_record
 from .encoder import ImageDecodeError, load_image
 from .forms import PhotoSearchForm, SearchForm
@@ -44,7 +45,7 @@ RESULT_LIMIT = 240
 PHOTO_CACHE_PREFIX = "search-photo:"
 PHOTO_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")
 logger = logging.getLogger(__name__)
-FILTER_FIELDS = ("q", "category", "price_min", "price_max", "image_weight")
+FILTER_FIELDS = ("q", "category", "price_min", "price_max", "image_weight", "sort")
 
 
 @require_http_methods(["GET", "HEAD", "POST"])
@@ -181,6 +182,16 @@ def _search_page(request: HttpRequest) -> HttpResponse:
         form.add_error(None, str(exc))
         mode, results, status = "error", [], 400
 
+    extra["keep_params"] = [
+        (key, value)
+        for key, values in request.GET.lists()
+        if key not in ("sort", "page", "sid")
+        for value in values
+    ]
+    if mode != "error" and not isinstance(results, list):
+        # Facets count what the query can return; sorting reorders those same results.
+        extra["facets"] = facet_links(request, refine.results_facets(results))
+        results = refine.results_sorted(results, sort=data["sort"] or "relevance")
     page = Paginator(results, PER_PAGE).get_page(request.GET.get("page"))
     if mode in ("text", "photo", "similar") and status == 200 and "photo_expired" not in extra:
         # Never fails the search; a later page carries the first page's id (sid) and is not
@@ -229,6 +240,59 @@ def _context(
 
 
 PHOTO_UNAVAILABLE = "Photo search is unavailable right now; try again in a minute."
+
+
+def facet_links(request: HttpRequest, facets: dict[str, list[dict]]) -> list[dict]:
+    """The sidebar's facets: each value with its count, whether it is selected, and the link
+    that selects it (or clears it when selected). Links keep the query, sort and other filters
+    and go back to page 1."""
+    params = request.GET.copy()
+    for key in ("page", "sid"):
+        params.pop(key, None)
+
+    def link(**changes) -> str:
+        query = params.copy()
+        for key, value in changes.items():
+            query.pop(key, None)
+            if value not in (None, ""):
+                query[key] = value
+        return "?" + query.urlencode()
+
+    out = []
+    category = params.get("category", "")
+    values = [
+        {**f, "selected": f["value"] == category, "href": link(category=None)}
+        if f["value"] == category
+        else {**f, "selected": False, "href": link(category=f["value"])}
+        for f in facets.pop("category", [])
+    ]
+    if values:
+        out.append({"name": "category", "title": "Category", "values": values})
+    prices = []
+    for f in facets.pop("price", []):
+        # A bucket is min <= price < max; price_max is inclusive and prices have cents.
+        low = f"{f['min']}"
+        high = "" if f["max"] is None else f"{Decimal(str(f['max'])) - Decimal('0.01')}"
+        selected = params.get("price_min", "") == low and params.get("price_max", "") == high
+        label = f"{f['min']}+" if f["max"] is None else f"{f['min']} – {f['max']}"
+        href = (
+            link(price_min=None, price_max=None)
+            if selected
+            else link(price_min=low, price_max=high)
+        )
+        prices.append({**f, "label": label, "selected": selected, "href": href})
+    for name, entries in facets.items():
+        if entries:
+            out.append(
+                {
+                    "name": name,
+                    "title": name.replace("_", " ").capitalize(),
+                    "values": [{**f, "selected": False, "href": None} for f in entries],
+                }
+            )
+    if prices:
+        out.append({"name": "price", "title": "Price", "values": prices})
+    return out
 
 
 def photo_query_store(vector: np.ndarray) -> str | None:

@@ -16,6 +16,7 @@ from searchsite.api import MAX_PAGE_SIZE, ApiError
 
 from .. import runtime
 from ..encoder import ImageDecodeError, ImageTooLargeError, load_image
+from ..refine import SORTS
 from ..selectors import MAX_QUERY_CHARS
 from ..steering import MAX_PARTS, MAX_WEIGHT, MIN_WEIGHT
 from ..suggestions import MAX_PREFIX_CHARS as MAX_SUGGEST_PREFIX_CHARS
@@ -65,6 +66,15 @@ class SearchFilterSerializer(serializers.Serializer):
     category = serializers.CharField(required=False, allow_blank=True, help_text="Category slug.")
     price_min = PriceField(help_text="Lowest price, inclusive.")
     price_max = PriceField(help_text="Highest price, inclusive.")
+    sort = serializers.ChoiceField(
+        choices=list(SORTS),
+        required=False,
+        default="relevance",
+        help_text="`relevance` (default), `price` (low to high), `-price` (high to low) or "
+        "`newest`. A query's results (its ranked candidates) are reordered; products without a "
+        "price come last in both price orders.",
+        error_messages={"invalid_choice": "sort must be one of relevance, price, -price, newest."},
+    )
     page = serializers.IntegerField(
         min_value=1,
         required=False,
@@ -205,6 +215,20 @@ class SearchQueryEchoSerializer(serializers.Serializer):
         return fields
 
 
+class FacetValueSerializer(serializers.Serializer):
+    value = serializers.CharField(
+        required=False, help_text="Category slug or attribute value (filter with it)."
+    )
+    label = serializers.CharField(required=False, help_text="Category name or attribute value.")
+    min = serializers.FloatField(required=False, help_text="Price facet: lowest price, inclusive.")
+    max = serializers.FloatField(
+        required=False,
+        allow_null=True,
+        help_text="Price facet: highest price, exclusive; null for the last, open bucket.",
+    )
+    count = serializers.IntegerField(help_text="Results with this value.")
+
+
 class SearchResponseSerializer(serializers.Serializer):
     count = serializers.IntegerField(
         help_text="Products the query can return: those matching the filters (at most 1000)."
@@ -222,6 +246,12 @@ class SearchResponseSerializer(serializers.Serializer):
         help_text="The query with each word the catalog does not have replaced by the nearest "
         'catalog word ("tshrit" -> "tshirt"), when that finds products; null otherwise (and '
         "for a photo alone).",
+    )
+    facets = serializers.DictField(
+        child=FacetValueSerializer(many=True),
+        help_text="Counts over every result of the query (not just this page): `category`, each "
+        "of CATALOG_FACET_ATTRIBUTES (e.g. `colour`) as {value, label, count}, most frequent "
+        "first, and `price` as {min, max, count} buckets (SEARCH_FACET_PRICE_EDGES).",
     )
     results = SearchHitSerializer(many=True)
 

@@ -21,7 +21,7 @@ from catalog import selectors as catalog_selectors
 from catalog.api.schema import errors
 from searchsite.api import SEARCH_THROTTLES, ApiError
 
-from .. import selectors, suggestions
+from .. import refine, selectors, suggestions
 from ..analytics.services import search_log_record
 from .serializers import (
     SearchFormSerializer,
@@ -163,6 +163,9 @@ class SearchView(APIView):
                 price_min=data.get("price_min"),
                 price_max=data.get("price_max"),
             )
+            # Facets count every result the query can return; sorting reorders those results.
+            facets = refine.results_facets(hits)
+            hits = refine.results_sorted(hits, sort=data["sort"])
         except selectors.SearchError as exc:
             raise ApiError(str(exc)) from None
         body = _page(request, hits, page=data["page"], page_size=data["page_size"])
@@ -180,6 +183,7 @@ class SearchView(APIView):
             )
         body["query"] = echo
         body["did_you_mean"] = suggestions.search_did_you_mean(text=text) if text else None
+        body["facets"] = facets
         body["results"] = SearchHitSerializer(
             body["results"], many=True, context={"request": request}
         ).data

@@ -112,6 +112,7 @@ def test_search_response_has_the_documented_shape(client, shop):
         "query",
         "search_id",
         "did_you_mean",
+        "facets",
         "results",
     }
     assert body["query"] == {"text": "red shirt", "image": False, "not": [], "image_weight": None}
