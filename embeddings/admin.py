@@ -339,8 +339,8 @@ from .analytics import admin as _analytics_admin  # noqa: E402, F401
 # -- Suggestions on upload (issue 11, item 6) --------------------------------------------------
 # On the product add/change form, choosing image files asks
 # /admin/catalog/product/upload-assist/ (POST, one file) for the products with a nearly identical
-# image and the suggested category (embeddings.upload_assist); upload-assist.js shows them as
-# warnings and an "accept" link. Saving is never blocked. The change page itself warns (a
+# image, the suggested category and attributes (embeddings.upload_assist); upload-assist.js
+# shows them as warnings and "accept" links. Saving is never blocked. The change page itself warns (a
 # message on every GET) while any of the product's stored vectors has a near-duplicate.
 # The catalog cannot import this app, so the registered ProductAdmin instance gets a subclass
 # that adds the media, the URL and the warning; its class is swapped rather than registering a
@@ -400,6 +400,7 @@ def upload_assist_view(request: HttpRequest, model_admin: admin.ModelAdmin) -> H
     try:
         dups = upload_assist.near_duplicates(vector=vector, exclude_product_id=product_id)
         category = upload_assist.category_suggest(vector=vector, exclude_product_id=product_id)
+        attributes = upload_assist.attributes_suggest(vector=vector, exclude_product_id=product_id)
     except IndexDamagedError as exc:
         return _json_error(str(exc), 503)
     return JsonResponse(
@@ -413,6 +414,10 @@ def upload_assist_view(request: HttpRequest, model_admin: admin.ModelAdmin) -> H
                 "confidence": round(category.confidence, 3),
                 "method": category.method,
             },
+            "attributes": [
+                {"name": a.name, "value": a.value, "confidence": round(a.confidence, 3)}
+                for a in attributes
+            ],
             "threshold": upload_assist.duplicate_threshold(),
         }
     )

@@ -9,6 +9,8 @@ the searchable index, so it is never reported as a duplicate).
   ``EMBEDDINGS_DUPLICATE_THRESHOLD`` (cosine) against the image, the product being edited left
   out, best first, at most ``DUPLICATE_LIMIT``. The default threshold was calibrated on the
   shared catalog (see the README, "Suggestions on upload").
+- **Attributes** (``Product.attributes``): the same vote, per attribute of
+  ``CATALOG_FACET_ATTRIBUTES``, among the neighbours that have it (no zero-shot fallback).
 - **Category**: a vote of the ``EMBEDDINGS_SUGGEST_NEIGHBOURS`` nearest products that have a
   category, each weighted by its (non-negative) score; confidence = the winner's share of the
   weight. When fewer than ``MIN_VOTERS`` neighbours have a category (a new shop), zero-shot
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from django.conf import settings
@@ -38,6 +41,8 @@ DUPLICATE_LIMIT = 5  # products listed in a near-duplicate warning
 MIN_VOTERS = 3  # categorised neighbours needed for a neighbour vote; fewer: zero-shot
 ZERO_SHOT_SCALE = 100.0  # CLIP's logit scale: turns cosines into a softmax confidence
 ZERO_SHOT_PROMPT = "a photo of a {}"
+
+Choice = TypeVar("Choice", int, str)  # what a vote chooses: a category id, an attribute value
 
 
 class UploadAssistError(ValueError):
@@ -101,34 +106,77 @@ def near_duplicates(
     return [Duplicate(h.product_id, h.image_id, h.score) for h in hits if h.score >= threshold]
 
 
+def _neighbours(vector: np.ndarray, exclude_product_id: int | None, k: int | None) -> list:
+    """The ``k`` nearest products as (score, category_id, attributes), best first."""
+    k = k or settings.EMBEDDINGS_SUGGEST_NEIGHBOURS
+    hits = runtime.get_live_index().search(vector, k=k, flt=_exclude(exclude_product_id))
+    rows = {
+        pk: (category_id, attributes)
+        for pk, category_id, attributes in Product.objects.filter(
+            pk__in=[h.product_id for h in hits]
+        ).values_list("pk", "category_id", "attributes")
+    }
+    return [(h.score, *rows[h.product_id]) for h in hits if h.product_id in rows]
+
+
+def _vote(ballots: list[tuple[float, Choice]]) -> tuple[Choice, float] | None:
+    """The choice with the most score-weighted votes (non-negative scores) and its share; None
+    below MIN_VOTERS ballots or with no weight. Ties go to the smallest choice (stable)."""
+    votes: dict[Choice, float] = defaultdict(float)
+    for score, choice in ballots:
+        votes[choice] += max(score, 0.0)
+    total = sum(votes.values())
+    if len(ballots) < MIN_VOTERS or total <= 0:
+        return None
+    winner = min(votes, key=lambda c: (-votes[c], c))
+    return winner, votes[winner] / total
+
+
 def category_suggest(
     *, vector: np.ndarray, exclude_product_id: int | None = None, k: int | None = None
 ) -> CategorySuggestion | None:
     """The category the neighbours of ``vector`` vote for (zero-shot against the category
     names when fewer than MIN_VOTERS of them have a category). None when the shop has no
     categories."""
-    k = k or settings.EMBEDDINGS_SUGGEST_NEIGHBOURS
-    hits = runtime.get_live_index().search(vector, k=k, flt=_exclude(exclude_product_id))
-    categories = dict(
-        Product.objects.filter(
-            pk__in=[h.product_id for h in hits], category__isnull=False
-        ).values_list("pk", "category_id")
-    )
-    votes: dict[int, float] = defaultdict(float)
-    voters = 0
-    for hit in hits:
-        category_id = categories.get(hit.product_id)
-        if category_id is not None:
-            votes[category_id] += max(hit.score, 0.0)
-            voters += 1
-    total = sum(votes.values())
-    if voters >= MIN_VOTERS and total > 0:
-        # Ties go to the smaller id: the same answer every time.
-        winner = min(votes, key=lambda c: (-votes[c], c))
+    ballots = [
+        (score, category_id)
+        for score, category_id, _ in _neighbours(vector, exclude_product_id, k)
+        if category_id is not None
+    ]
+    result = _vote(ballots)
+    if result is not None:
+        winner, share = result
         name = Category.objects.filter(pk=winner).values_list("name", flat=True).first()
         if name is not None:
-            return CategorySuggestion(winner, name, votes[winner] / total, "neighbours", voters)
+            return CategorySuggestion(winner, name, share, "neighbours", len(ballots))
     return _zero_shot(vector)
+
+
+@dataclass(frozen=True)
+class AttributeSuggestion:
+    name: str  # an attribute of CATALOG_FACET_ATTRIBUTES
+    value: str
+    confidence: float  # the value's share of the score-weighted vote
+    voters: int
+
+
+def attributes_suggest(
+    *, vector: np.ndarray, exclude_product_id: int | None = None, k: int | None = None
+) -> list[AttributeSuggestion]:
+    """For each configured attribute (CATALOG_FACET_ATTRIBUTES), the value the neighbours that
+    have it vote for; attributes fewer than MIN_VOTERS neighbours have are left out."""
+    neighbours = _neighbours(vector, exclude_product_id, k)
+    out = []
+    for name in settings.CATALOG_FACET_ATTRIBUTES:
+        ballots = [
+            (score, str(attrs[name]))
+            for score, _, attrs in neighbours
+            if isinstance(attrs, dict) and attrs.get(name) not in (None, "")
+        ]
+        result = _vote(ballots)
+        if result is not None:
+            out.append(AttributeSuggestion(name, str(result[0]), result[1], len(ballots)))
+    return out
 
 
 def _zero_shot(vector: np.ndarray) -> CategorySuggestion | None:

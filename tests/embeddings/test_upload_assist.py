@@ -38,12 +38,15 @@ def reencoded(data: bytes, *, quality: int = 60, scale: float = 0.75) -> bytes:
     return buf.getvalue()
 
 
-def add_product(title: str, category: Category | None, *pictures: bytes) -> Product:
+def add_product(
+    title: str, category: Category | None, *pictures: bytes, attributes: dict | None = None
+) -> Product:
     return catalog_services.product_create(
         title=title,
         description="",
         price=Decimal("10"),
         category=category,
+        attributes=attributes,
         images=[
             SimpleUploadedFile(f"{title}-{i}.png", data, content_type="image/png")
             for i, data in enumerate(pictures)
@@ -71,8 +74,20 @@ def shop(embedded, threshold) -> dict:
         return {
             "original": add_product("Red circle tee", tees, ORIGINAL),
             "different": add_product("Blue stripes", None, DIFFERENT),
-            "tees": [add_product(f"Tee {n}", tees, picture(WARM, n)) for n in range(12)],
-            "shoes": [add_product(f"Shoe {n}", shoes, picture(COOL, n)) for n in range(12)],
+            "tees": [
+                add_product(f"Tee {n}", tees, picture(WARM, n), attributes={"colour": "Red"})
+                for n in range(12)
+            ],
+            # Only the first two shoes have a pattern: too few to vote for one.
+            "shoes": [
+                add_product(
+                    f"Shoe {n}",
+                    shoes,
+                    picture(COOL, n),
+                    attributes={"colour": "blue", **({"pattern": "dotted"} if n < 2 else {})},
+                )
+                for n in range(12)
+            ],
             "categories": (tees, shoes),
         }
 
@@ -130,6 +145,25 @@ def test_category_is_the_weighted_vote_of_the_neighbours(shop):
         share = sum(w for c, w in weights if c == expected.pk) / sum(w for _, w in weights)
         assert suggestion.confidence == pytest.approx(share, abs=1e-6)
         assert suggestion.confidence > 0.5
+
+
+def test_attributes_are_the_neighbours_vote_per_configured_attribute(shop, settings):
+    settings.CATALOG_FACET_ATTRIBUTES = ("colour", "pattern")
+    warm = upload_assist.attributes_suggest(
+        vector=upload_assist.upload_vector(data=picture(WARM, 30))
+    )
+    assert [(a.name, a.value) for a in warm] == [("colour", "red")]
+    assert 0.5 < warm[0].confidence <= 1.0 and warm[0].voters >= upload_assist.MIN_VOTERS
+    cool = upload_assist.attributes_suggest(
+        vector=upload_assist.upload_vector(data=picture(COOL, 30))
+    )
+    # "pattern": at most two neighbours have one, fewer than MIN_VOTERS: no suggestion.
+    assert [(a.name, a.value) for a in cool] == [("colour", "blue")]
+    settings.CATALOG_FACET_ATTRIBUTES = ("pattern",)
+    assert (
+        upload_assist.attributes_suggest(vector=upload_assist.upload_vector(data=picture(COOL, 30)))
+        == []
+    )
 
 
 def test_too_few_categorised_neighbours_fall_back_to_zero_shot(embedded, threshold):
@@ -200,6 +234,8 @@ def test_staff_get_duplicates_with_links_and_the_category(admin_client, shop):
     tees, _ = shop["categories"]
     assert body["category"]["id"] == tees.pk and body["category"]["name"] == "Tees"
     assert 0 < body["category"]["confidence"] <= 1
+    colour = next(a for a in body["attributes"] if a["name"] == "colour")
+    assert colour["value"] == "red" and 0 < colour["confidence"] <= 1
 
     # On the product's own change form its picture is no duplicate of itself.
     body = upload(admin_client, reencoded(ORIGINAL), product_id=str(original.pk)).json()

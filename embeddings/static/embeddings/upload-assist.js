@@ -1,7 +1,8 @@
 // Suggestions on upload, on the admin's product add/change form: when staff choose image files
 // (the "Add images" field or an image row), each file is sent to the product admin's
 // upload-assist/ URL, and the answer is shown under that input: "Looks like: <Category> (accept)"
-// (accept sets the category select) and "Nearly identical to <product> (score)" warnings.
+// (accept sets the category select), "colour: red (accept)" per suggested attribute (accept sets
+// that key in the attributes JSON) and "Nearly identical to <product> (score)" warnings.
 // Only advice: the form is saved as usual whatever it says.
 (function () {
   "use strict";
@@ -44,6 +45,31 @@
     return link;
   }
 
+  // The attributes field is a JSON object in a textarea: accepting sets one key, keeps the rest.
+  function acceptAttribute(attr, line) {
+    var field = document.getElementById("id_attributes");
+    var link = el("a", "upload-assist-accept", "accept");
+    link.href = "#";
+    link.addEventListener("click", function (event) {
+      event.preventDefault();
+      if (!field) return;
+      var current = {};
+      try {
+        current = JSON.parse(field.value || "{}") || {};
+      } catch (error) {
+        link.textContent = "the attributes field is not valid JSON; fix it first";
+        return;
+      }
+      if (typeof current !== "object" || Array.isArray(current)) current = {};
+      current[attr.name] = attr.value;
+      field.value = JSON.stringify(current);
+      field.dispatchEvent(new Event("change", { bubbles: true }));
+      link.replaceWith(el("span", "upload-assist-accepted", " \u2713 set"));
+      line.classList.add("accepted");
+    });
+    return link;
+  }
+
   function show(block, file, data) {
     block.textContent = "";
     block.appendChild(el("strong", "upload-assist-file", file.name + ": "));
@@ -57,6 +83,14 @@
       line.appendChild(acceptLink(data.category, line));
       block.appendChild(line);
     }
+    (data.attributes || []).forEach(function (attr) {
+      var line = el("div", "upload-assist-attribute");
+      line.appendChild(document.createTextNode(attr.name + ": "));
+      line.appendChild(el("strong", "upload-assist-attribute-value", attr.value));
+      line.appendChild(document.createTextNode(" (" + Math.round(100 * attr.confidence) + "%) "));
+      line.appendChild(acceptAttribute(attr, line));
+      block.appendChild(line);
+    });
     (data.duplicates || []).forEach(function (dup) {
       var warn = el("div", "upload-assist-duplicate");
       if (dup.thumbnail) {
@@ -74,7 +108,7 @@
       warn.appendChild(document.createTextNode(" (score " + dup.score.toFixed(3) + ")"));
       block.appendChild(warn);
     });
-    if (!data.category && !(data.duplicates || []).length) {
+    if (!data.category && !(data.duplicates || []).length && !(data.attributes || []).length) {
       block.appendChild(document.createTextNode("no suggestion."));
     }
   }
