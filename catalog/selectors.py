@@ -22,8 +22,12 @@ def product_filter(
     category: str | None = None,
     price_min: Decimal | None = None,
     price_max: Decimal | None = None,
+    attributes: dict[str, tuple[str, ...]] | None = None,
 ) -> QuerySet[Product]:
-    """Applies the shopper-facing filters. `category` is a slug."""
+    """Applies the shopper-facing filters. `category` is a slug; `attributes` {name: values}
+    keeps products having one of the values of each named attribute."""
+    for name, values in (attributes or {}).items():
+        qs = qs.filter(**{f"attributes__{name}__in": list(values)})
     if category:
         qs = qs.filter(category__slug=category)
     if price_min is not None:
@@ -38,6 +42,7 @@ def product_list(
     category: str | None = None,
     price_min: Decimal | None = None,
     price_max: Decimal | None = None,
+    attributes: dict[str, tuple[str, ...]] | None = None,
     include_inactive: bool = False,
 ) -> QuerySet[Product]:
     return product_filter(
@@ -45,6 +50,7 @@ def product_list(
         category=category,
         price_min=price_min,
         price_max=price_max,
+        attributes=attributes,
     )
 
 

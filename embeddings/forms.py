@@ -7,6 +7,8 @@ from django import forms
 from django.conf import settings
 from django.template.defaultfilters import filesizeformat
 
+from catalog.attributes import MAX_VALUE_CHARS as MAX_ATTRIBUTE_VALUE_CHARS
+from catalog.attributes import facet_attributes
 from catalog.selectors import category_list
 
 from . import runtime
@@ -83,12 +85,31 @@ class FilterForm(forms.Form):
 
     def clean(self):
         cleaned = super().clean()
+        for name, values in self.attribute_filters().items():
+            if any(len(v) > MAX_ATTRIBUTE_VALUE_CHARS for v in values):
+                raise forms.ValidationError(
+                    f"A {name} to filter by has at most {MAX_ATTRIBUTE_VALUE_CHARS} characters."
+                )
         low, high = cleaned.get("price_min"), cleaned.get("price_max")
         if low is not None and high is not None and low > high:
             raise forms.ValidationError(
                 "Min price is higher than max price; swap them or clear one."
             )
         return cleaned
+
+    def attribute_filters(self) -> dict[str, tuple[str, ...]]:
+        """{attribute: values} from the query string (`colour=red&colour=blue`: either), for
+        the shop's facet attributes; values lower-cased like the stored ones."""
+        getlist = getattr(self.data, "getlist", None)
+        if getlist is None:
+            return {}
+        out = {}
+        for name in facet_attributes():
+            values = tuple(dict.fromkeys(" ".join(v.split()).lower() for v in getlist(name)))
+            values = tuple(v for v in values if v)
+            if values:
+                out[name] = values
+        return out
 
     def query_terms(self) -> tuple[str, list[str]]:
         """(words to find, terms to leave out): ``-word`` or ``-"two words"`` in the search box
@@ -101,6 +122,7 @@ class FilterForm(forms.Form):
             "category": self.cleaned_data.get("category") or None,
             "price_min": self.cleaned_data.get("price_min"),
             "price_max": self.cleaned_data.get("price_max"),
+            "attributes": self.attribute_filters() or None,
         }
 
 

@@ -7,6 +7,7 @@ filters (category, price, active only) -> at most ``limit`` results, best first.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -25,7 +26,8 @@ from searchsite.errors import ServiceUnavailable
 
 from . import hybrid, runtime, steering
 from .encoder import ImageDecodeError, l2_normalize, load_image
-from .engine.columns import Filter
+from .engine.changes import facet_slots
+from .engine.columns import Filter, attribute_code
 from .engine.live import IndexDamagedError
 from .models import ImageEmbedding
 
@@ -313,8 +315,17 @@ def _engine_filter(
     price_min: Decimal | None = None,
     price_max: Decimal | None = None,
     exclude_product_ids: frozenset[int] = frozenset(),
+    attributes: dict[str, tuple[str, ...]] | None = None,
 ) -> Filter:
-    """The shopper's filters on the engine's columns (a category slug becomes its id)."""
+    """The shopper's filters on the engine's columns (a category slug becomes its id, an
+    attribute value its code in the attribute's slot)."""
+    slots = facet_slots()
+    attribute_filters = []
+    for name, values in (attributes or {}).items():
+        if name not in slots:
+            raise SearchError(f"{name!r} is not an attribute this shop filters by.")
+        codes = tuple(sorted({attribute_code(v) for v in values}))
+        attribute_filters.append((slots.index(name), codes))
     category_ids = None
     if category:
         category_ids = tuple(Category.objects.filter(slug=category).values_list("id", flat=True))
@@ -323,6 +334,7 @@ def _engine_filter(
         price_min=None if price_min is None else float(price_min),
         price_max=None if price_max is None else float(price_max),
         exclude_product_ids=frozenset(exclude_product_ids),
+        attributes=tuple(attribute_filters),
     )
 
 
@@ -350,6 +362,7 @@ def product_search_by_vector(
     price_min: Decimal | None = None,
     price_max: Decimal | None = None,
     exclude_product_ids: frozenset[int] = frozenset(),
+    attributes: dict[str, tuple[str, ...]] | None = None,
 ) -> RankedProducts:
     """Best products for a query vector, best first, filters applied inside the index search.
 
@@ -358,13 +371,18 @@ def product_search_by_vector(
     """
     limit = max(0, min(limit, MAX_RESULTS))
     products = product_filter(
-        product_queryset(), category=category, price_min=price_min, price_max=price_max
+        product_queryset(),
+        category=category,
+        price_min=price_min,
+        price_max=price_max,
+        attributes=attributes,
     )
     flt = _engine_filter(
         category=category,
         price_min=price_min,
         price_max=price_max,
         exclude_product_ids=exclude_product_ids,
+        attributes=attributes,
     )
     live = runtime.get_live_index()
 
@@ -387,6 +405,7 @@ def product_search(
     category: str | None = None,
     price_min: Decimal | None = None,
     price_max: Decimal | None = None,
+    attributes: dict[str, tuple[str, ...]] | None = None,
 ) -> RankedProducts:
     """Products matching a text query, an image query (a picture or its stored vector), or both.
 
@@ -408,6 +427,7 @@ def product_search(
         category=category,
         price_min=price_min,
         price_max=price_max,
+        attributes=attributes,
     )
 
 
@@ -464,13 +484,19 @@ def product_search_parts(
     category: str | None = None,
     price_min: Decimal | None = None,
     price_max: Decimal | None = None,
+    attributes: dict[str, tuple[str, ...]] | None = None,
 ) -> RankedProducts:
     """Products matching several weighted parts (``steered_query``), ranked as product_search."""
     if not parts:
         raise SearchError("Give at least one part (a text or an image) to search with.")
     query = steered_query(parts, exclude=exclude, not_weight=not_weight)
     return product_search_steered(
-        query, limit=limit, category=category, price_min=price_min, price_max=price_max
+        query,
+        limit=limit,
+        category=category,
+        price_min=price_min,
+        price_max=price_max,
+        attributes=attributes,
     )
 
 
@@ -481,6 +507,7 @@ def product_search_steered(
     category: str | None = None,
     price_min: Decimal | None = None,
     price_max: Decimal | None = None,
+    attributes: dict[str, tuple[str, ...]] | None = None,
 ) -> RankedProducts:
     """Ranks a SteeredQuery (product_search's rules).
 
@@ -500,9 +527,15 @@ def product_search_steered(
     vector = query.vector
     limit = max(0, min(limit, MAX_RESULTS))
     products = product_filter(
-        product_queryset(), category=category, price_min=price_min, price_max=price_max
+        product_queryset(),
+        category=category,
+        price_min=price_min,
+        price_max=price_max,
+        attributes=attributes,
     )
-    flt = _engine_filter(category=category, price_min=price_min, price_max=price_max)
+    flt = _engine_filter(
+        category=category, price_min=price_min, price_max=price_max, attributes=attributes
+    )
     live = runtime.get_live_index()
     min_score = None if query.has_image else runtime.get_min_score()
     text = query.words
@@ -526,6 +559,9 @@ def product_search_steered(
         lexical = runtime.get_fulltext().search(
             text, flt=flt, limit=window if vec else limit, exclude=query.not_words
         )
+        if attributes and lexical.ids:
+            # The word index holds no attributes: one query keeps its matches that have them.
+            lexical = _with_attributes(lexical, products)
         if not lexical.ids:
             return vec[:depth], vec_total
         known = {pid: (score, image_id) for pid, score, image_id in vec}
@@ -551,6 +587,17 @@ def product_search_steered(
         return _best_images(live, vector, shown)
 
     return RankedProducts(rank, products, score=score)
+
+
+def _with_attributes(lexical, products):
+    """``lexical`` (a word search's result) less the products ``products`` (attribute-filtered)
+    leaves out: one query over its ids."""
+    keep = set(products.filter(id__in=lexical.ids).values_list("id", flat=True))
+    return dataclasses.replace(
+        lexical,
+        ids=[pid for pid in lexical.ids if pid in keep],
+        exact_sku=[pid for pid in lexical.exact_sku if pid in keep],
+    )
 
 
 def _best_images(live, vector: np.ndarray, shown: list[Product]) -> dict[int, tuple[float, int]]:
@@ -627,6 +674,7 @@ def product_similar(
     category: str | None = None,
     price_min: Decimal | None = None,
     price_max: Decimal | None = None,
+    attributes: dict[str, tuple[str, ...]] | None = None,
 ) -> RankedProducts:
     """ "More like this": products whose images look like this product's images."""
     vector = product_vector(product_id=product_id)
@@ -639,6 +687,7 @@ def product_similar(
         price_min=price_min,
         price_max=price_max,
         exclude_product_ids=frozenset({product_id}),
+        attributes=attributes,
     )
 
 

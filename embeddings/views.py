@@ -182,6 +182,11 @@ def _search_page(request: HttpRequest) -> HttpResponse:
         form.add_error(None, str(exc))
         mode, results, status = "error", [], 400
 
+    extra["attribute_params"] = [
+        (name, value)
+        for name, values in (filters.get("attributes") or {}).items()
+        for value in values
+    ]
     extra["keep_params"] = [
         (key, value)
         for key, values in request.GET.lists()
@@ -282,13 +287,18 @@ def facet_links(request: HttpRequest, facets: dict[str, list[dict]]) -> list[dic
         )
         prices.append({**f, "label": label, "selected": selected, "href": href})
     for name, entries in facets.items():
-        if entries:
+        chosen = [" ".join(v.split()).lower() for v in params.getlist(name)]
+        values = []
+        for f in entries:
+            selected = f["value"] in chosen
+            # Values of one attribute add up (OR): a click adds the value, or takes it away.
+            after = [v for v in chosen if v != f["value"]] if selected else [*chosen, f["value"]]
+            query = params.copy()
+            query.setlist(name, after)
+            values.append({**f, "selected": selected, "href": "?" + query.urlencode()})
+        if values:
             out.append(
-                {
-                    "name": name,
-                    "title": name.replace("_", " ").capitalize(),
-                    "values": [{**f, "selected": False, "href": None} for f in entries],
-                }
+                {"name": name, "title": name.replace("_", " ").capitalize(), "values": values}
             )
     if prices:
         out.append({"name": "price", "title": "Price", "values": prices})

@@ -373,10 +373,12 @@ _facet_attributes = os.environ.get("CATALOG_FACET_ATTRIBUTES", "colour,pattern,t
 CATALOG_FACET_ATTRIBUTES = tuple(
     dict.fromkeys(a.strip().lower() for a in _facet_attributes.split(",") if a.strip())
 )
-if not all(re.fullmatch(r"[a-z][a-z0-9_]{0,39}", a) for a in CATALOG_FACET_ATTRIBUTES):
+if len(CATALOG_FACET_ATTRIBUTES) > 8 or not all(
+    re.fullmatch(r"[a-z][a-z0-9_]{0,39}", a) for a in CATALOG_FACET_ATTRIBUTES
+):
     raise ImproperlyConfigured(
-        f"CATALOG_FACET_ATTRIBUTES={_facet_attributes!r}: give attribute names (letters, digits, "
-        "underscores, starting with a letter) separated by commas, e.g. colour,type,usage,gender."
+        f"CATALOG_FACET_ATTRIBUTES={_facet_attributes!r}: give at most 8 attribute names (letters, "
+        "digits, underscores, starting with a letter) separated by commas, e.g. colour,type,usage."
     )
 # Price-range facet: the bucket edges (ascending, comma-separated); "0,25,50,100" gives
 # 0-25, 25-50, 50-100 and 100+ (a bucket holds min <= price < max).

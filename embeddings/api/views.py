@@ -19,6 +19,8 @@ from rest_framework.views import APIView
 
 from catalog import selectors as catalog_selectors
 from catalog.api.schema import errors
+from catalog.attributes import MAX_VALUE_CHARS as MAX_ATTRIBUTE_VALUE_CHARS
+from catalog.attributes import facet_attributes
 from searchsite.api import SEARCH_THROTTLES, ApiError
 
 from .. import refine, selectors, suggestions
@@ -103,7 +105,8 @@ class SearchView(APIView):
     )
     def get(self, request: Request) -> Response:
         params = _with_not_terms(request.query_params.dict(), request.query_params)
-        return self._search(request, params, SearchQuerySerializer)
+        attributes = _attribute_filters(request.query_params)
+        return self._search(request, params, SearchQuerySerializer, attributes)
 
     @extend_schema(
         tags=[TAG],
@@ -142,13 +145,18 @@ class SearchView(APIView):
     )
     def post(self, request: Request) -> Response:
         if _is_json(request):
-            return self._search(request, _json_params(request), SearchPartsSerializer)
+            params = _json_params(request)
+            attributes = _attribute_filters(request.query_params, params)
+            return self._search(request, params, SearchPartsSerializer, attributes)
         params = {key: request.data.get(key) for key in request.data}
         params.update(request.query_params.dict())
         params = _with_not_terms(params, request.data, request.query_params)
-        return self._search(request, params, SearchFormSerializer)
+        attributes = _attribute_filters(request.query_params, request.data)
+        return self._search(request, params, SearchFormSerializer, attributes)
 
-    def _search(self, request: Request, params: dict, serializer_class) -> Response:
+    def _search(
+        self, request: Request, params: dict, serializer_class, attributes=None
+    ) -> Response:
         serializer = serializer_class(data=_without_blanks(params))
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -162,6 +170,7 @@ class SearchView(APIView):
                 category=data.get("category") or None,
                 price_min=data.get("price_min"),
                 price_max=data.get("price_max"),
+                attributes=attributes or None,
             )
             # Facets count every result the query can return; sorting reorders those results.
             facets = refine.results_facets(hits)
@@ -191,6 +200,34 @@ class SearchView(APIView):
 
 
 # -- steerable queries ----------------------------------------------------------------------------
+
+
+def _attribute_filters(*sources) -> dict[str, tuple[str, ...]]:
+    """{attribute: values} of the shop's facet attributes given as parameters (`colour=red`,
+    repeated for either of several; in a JSON body a string or a list). Values are matched
+    lower-case, like the stored ones."""
+    out = {}
+    for name in facet_attributes():
+        raw: list = []
+        for source in sources:
+            if hasattr(source, "getlist"):
+                raw += source.getlist(name)
+            elif isinstance(source, dict) and source.get(name) is not None:
+                value = source[name]
+                raw += value if isinstance(value, list) else [value]
+        values = []
+        for value in raw:
+            if not isinstance(value, str) or len(value) > MAX_ATTRIBUTE_VALUE_CHARS:
+                raise ApiError(
+                    f"{name} must be text of at most {MAX_ATTRIBUTE_VALUE_CHARS} characters.",
+                    details={name: ["Give a value such as red."]},
+                )
+            value = " ".join(value.split()).lower()
+            if value and value not in values:
+                values.append(value)
+        if values:
+            out[name] = tuple(values)
+    return out
 
 
 def _is_json(request: Request) -> bool:

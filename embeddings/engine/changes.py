@@ -13,12 +13,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+from django.conf import settings
 from django.db.models import Max, Q
 
 from catalog.models import ProductImage
 
 from ..models import ImageEmbedding, IndexChange, IndexChangePrune
-from .columns import Attrs, columns_from
+from .columns import ATTRIBUTE_SLOTS, NO_VALUE, Attrs, attribute_code, columns_from
 
 # A gap older than this is a rolled-back transaction, not a slow one.
 GAP_TIMEOUT_S = 120.0
@@ -26,6 +27,11 @@ MAX_GAPS = 2000
 # Bounds the work one read does; the rest follows on the next.
 MAX_CHANGES_PER_READ = 20_000
 SQL_CHUNK = 500  # SQLite allows ~999 parameters per query.
+
+
+def facet_slots() -> tuple[str, ...]:
+    """The attributes held in the engine's slots, in slot order (CATALOG_FACET_ATTRIBUTES)."""
+    return tuple(settings.CATALOG_FACET_ATTRIBUTES)[:ATTRIBUTE_SLOTS]
 
 
 def chunks(seq: list[int], size: int = SQL_CHUNK) -> Iterator[list[int]]:
@@ -136,18 +142,30 @@ _ROW_FIELDS = (
     "image__product__is_active",
     "image__product__category_id",
     "image__product__price",
+    "image__product__attributes",
 )
 
 
+def attribute_codes(attributes: dict | None, names: tuple[str, ...]) -> tuple[int, ...]:
+    """The engine's slot codes of a product's attributes for the facet attributes ``names``."""
+    attributes = attributes or {}
+    return tuple(
+        attribute_code(str(attributes[name])) if attributes.get(name) else NO_VALUE
+        for name in names
+    )
+
+
 def _parse(values: Iterable[tuple], dim: int, model_id: str):
-    for image_id, blob, product_id, active, category_id, price in values:
+    names = facet_slots()
+    for image_id, blob, product_id, active, category_id, price, attributes in values:
         vec = np.frombuffer(bytes(blob), dtype="<f4")
         if vec.shape[0] != dim:
             raise ValueError(
                 f"Stored vector for image {image_id} has dimension {vec.shape[0]}, expected {dim} "
                 f"for model {model_id!r}. Run `manage.py reembed` to recompute the vectors."
             )
-        yield image_id, vec, Attrs(product_id, active, category_id, price)
+        codes = attribute_codes(attributes, names)
+        yield image_id, vec, Attrs(product_id, active, category_id, price, codes)
 
 
 def load_rows(

@@ -1,18 +1,24 @@
 """The per-image arrays kept beside the vectors, and the shopper filters evaluated on them.
 
 Row ``r`` of every array describes the vector stored under id ``r``: which image it is, which
-product owns it, and the product's active flag, category and price. Ranking and filtering read
+product owns it, and the product's active flag, category, price and attribute values (slot ``i``
+holds a code of the value of the shop's i-th facet attribute; ``attribute_code``). Ranking and filtering read
 only these arrays; the database is asked once, for the products of the page shown.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
 NO_CATEGORY = -1
+# Facet attributes kept beside the vectors (settings.CATALOG_FACET_ATTRIBUTES, in order): a fixed
+# number of int32 slots, so the columns (and the snapshot's files) do not depend on settings.
+ATTRIBUTE_SLOTS = 8
+NO_VALUE = 0  # the product has no value for the slot's attribute
 
 # name -> dtype; the snapshot stores one .npy file per name.
 COLUMNS: dict[str, np.dtype] = {
@@ -21,7 +27,15 @@ COLUMNS: dict[str, np.dtype] = {
     "category_id": np.dtype(np.int32),  # NO_CATEGORY when the product has none
     "price": np.dtype(np.float64),  # NaN when the product has no price
     "active": np.dtype(np.bool_),
+    **{f"attr{i}": np.dtype(np.int32) for i in range(ATTRIBUTE_SLOTS)},
 }
+
+
+def attribute_code(value: str) -> int:
+    """A stable non-zero int32 code of an attribute value (lower-case text): the same in every
+    process and snapshot with no shared vocabulary; CRC-32 collisions among one attribute's few
+    hundred values are vanishingly rare."""
+    return (zlib.crc32(value.encode("utf-8")) & 0x7FFFFFFF) or 1
 
 
 @dataclass(frozen=True)
@@ -32,6 +46,7 @@ class Attrs:
     active: bool
     category_id: int | None
     price: float | None
+    codes: tuple[int, ...] = ()  # attribute_code per slot, NO_VALUE where the product has none
 
 
 def columns_from(image_ids: Iterable[int], attrs: Iterable[Attrs]) -> dict[str, np.ndarray]:
@@ -49,6 +64,12 @@ def columns_from(image_ids: Iterable[int], attrs: Iterable[Attrs]) -> dict[str, 
             (np.nan if a.price is None else float(a.price) for a in attrs), np.float64, len(attrs)
         ),
         "active": np.fromiter((bool(a.active) for a in attrs), np.bool_, len(attrs)),
+        **{
+            f"attr{i}": np.fromiter(
+                (a.codes[i] if i < len(a.codes) else NO_VALUE for a in attrs), np.int32, len(attrs)
+            )
+            for i in range(ATTRIBUTE_SLOTS)
+        },
     }
 
 
@@ -67,6 +88,9 @@ class Filter:
     price_max: float | None = None
     exclude_product_ids: frozenset[int] = frozenset()
     product_ids: frozenset[int] | None = None  # only these products (None: any)
+    # (slot, codes): the product's value in that slot is one of the codes (OR within an
+    # attribute, AND across attributes).
+    attributes: tuple[tuple[int, tuple[int, ...]], ...] = ()
 
     @property
     def is_empty(self) -> bool:
@@ -76,6 +100,7 @@ class Filter:
             and self.price_max is None
             and not self.exclude_product_ids
             and self.product_ids is None
+            and not self.attributes
         )
 
     def mask(self, cols: dict[str, np.ndarray]) -> np.ndarray:
@@ -94,4 +119,6 @@ class Filter:
             keep &= ~np.isin(cols["product_id"], np.fromiter(self.exclude_product_ids, np.int64))
         if self.product_ids is not None:
             keep &= np.isin(cols["product_id"], np.fromiter(self.product_ids, np.int64))
+        for slot, codes in self.attributes:
+            keep &= np.isin(cols[f"attr{slot}"], np.asarray(codes, np.int32))
         return keep

@@ -99,7 +99,13 @@ def base_build(
     started = time.monotonic()
     trained = trained_empty(vectors, params, previous=previous)
     index = build_index(vectors, trained)
-    meta = {"model_id": model_id, "dim": dim, "params": params.to_dict(), **cursor.to_meta()}
+    meta = {
+        "model_id": model_id,
+        "dim": dim,
+        "params": params.to_dict(),
+        "attributes": list(changes.facet_slots()),
+        **cursor.to_meta(),
+    }
     path = write_snapshot(root, index=index, trained=trained, columns=columns, meta=meta)
     remove_old_bases(root)
     log.info(
@@ -332,7 +338,14 @@ def _open_current(root: Path, *, model_id: str, dim: int) -> Snapshot | None:
     if path is None:
         return None
     try:
-        return open_snapshot(path, model_id=model_id, dim=dim)
+        snapshot = open_snapshot(path, model_id=model_id, dim=dim)
+        built_for = snapshot.manifest.get("attributes")
+        if built_for != list(changes.facet_slots()):
+            raise SnapshotError(
+                f"{path}: its attribute columns hold {built_for}, the shop's facet attributes "
+                f"are now {list(changes.facet_slots())}"
+            )
+        return snapshot
     except SnapshotError as exc:
         # Damaged, truncated, another model's or another version's: never served.
         set_aside(path, str(exc))

@@ -39,7 +39,7 @@ from .kinds import EngineError, IndexParams
 log = logging.getLogger(__name__)
 
 FORMAT = "shopsearch-index"
-VERSION = 2
+VERSION = 3  # 3: attribute slots attr0..attr7 beside the vectors
 CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
 _CHUNK = 16 << 20

@@ -153,3 +153,99 @@ def test_page_rejects_an_unknown_sort(client, shop):
     response = client.get("/", {"sort": "cheapest"})
     assert response.status_code == 400
     assert "Pick a sort order from the list." in response.content.decode()
+
+
+# --- narrowing by attribute, inside the index ---------------------------------------------------
+
+
+def test_engine_filter_keeps_rows_with_one_of_the_codes_per_attribute():
+    import numpy as np
+
+    from embeddings.engine.columns import Attrs, Filter, attribute_code, columns_from
+
+    red, blue, plain = attribute_code("red"), attribute_code("blue"), attribute_code("plain")
+    cols = columns_from(
+        [1, 2, 3, 4],
+        [
+            Attrs(10, True, None, 1.0, (red, plain)),
+            Attrs(20, True, None, 1.0, (blue, plain)),
+            Attrs(30, True, None, 1.0, (red,)),  # no pattern
+            Attrs(40, False, None, 1.0, (red, plain)),  # inactive
+        ],
+    )
+    assert Filter(attributes=((0, (red,)),)).mask(cols).tolist() == [True, False, True, False]
+    either = Filter(attributes=((0, tuple(sorted((red, blue)))),))
+    assert either.mask(cols).tolist() == [True, True, True, False]
+    both = Filter(attributes=((0, (red,)), (1, (plain,))))
+    assert both.mask(cols).tolist() == [True, False, False, False]
+    assert not both.is_empty and Filter().is_empty
+    assert cols["attr7"].dtype == np.int32 and cols["attr7"].tolist() == [0, 0, 0, 0]
+
+
+def ids_of(body) -> set[int]:
+    return {r["product"]["id"] for r in body["results"]}
+
+
+def test_api_narrows_by_attribute_or_within_and_across(shop):
+    red = photo_search(BLUE, colour="Red").json()
+    assert ids_of(red) == {shop["red"].id, shop["yellow"].id, shop["free"].id}
+    assert red["count"] == 3 and red["facets"]["colour"] == [
+        {"value": "red", "label": "red", "count": 3}
+    ]
+    either = APIClient().post(
+        f"{API}/search/?colour=red&colour=blue", {"image": picture(BLUE)}, format="multipart"
+    )
+    assert ids_of(either.json()) == {
+        shop["red"].id,
+        shop["yellow"].id,
+        shop["free"].id,
+        shop["blue"].id,
+    }
+    both = photo_search(BLUE, colour="blue", pattern="striped").json()
+    assert ids_of(both) == {shop["blue"].id}
+    none = photo_search(BLUE, colour="red", pattern="striped").json()
+    assert none["count"] == 0 and none["results"] == []
+    # Words too: the word side keeps only products with the attribute.
+    text = APIClient().get(f"{API}/search/", {"q": "tee", "colour": "green"}).json()
+    assert ids_of(text) <= {shop["green"].id}
+
+
+def test_an_attribute_change_reaches_the_index_through_the_change_log(shop):
+    assert ids_of(photo_search(GREEN, colour="purple").json()) == set()
+    catalog_services.product_update(product=shop["green"], attributes={"colour": "Purple"})
+    assert ids_of(photo_search(GREEN, colour="purple").json()) == {shop["green"].id}
+    assert shop["green"].id not in ids_of(photo_search(GREEN, colour="green").json())
+
+
+def test_a_base_built_for_other_facet_attributes_is_not_served(shop, settings):
+    from embeddings import runtime
+    from embeddings.engine.live import _open_current, base_build, snapshot_root
+
+    encoder = runtime.get_encoder()
+    root = snapshot_root(encoder.model_id)
+    base_build(model_id=encoder.model_id, dim=encoder.dim, root=root)
+    assert _open_current(root, model_id=encoder.model_id, dim=encoder.dim) is not None
+    settings.CATALOG_FACET_ATTRIBUTES = ("pattern", "colour")
+    assert _open_current(root, model_id=encoder.model_id, dim=encoder.dim) is None
+
+
+def test_page_colour_facet_click_narrows_to_its_count(client, shop):
+    html = client.get("/", {"sort": "price"}).content.decode()
+    match = re.search(
+        r'<a href="([^"]+)" data-facet-value="red"[^>]*>red</a> <span[^>]*>(\d+)<', html
+    )
+    href, count = match.group(1).replace("&amp;", "&"), int(match.group(2))
+    narrowed = client.get("/" + href)
+    titles = [p.title for p in narrowed.context["page_obj"]]
+    assert len(titles) == count == 3
+    assert titles == ["Red tee", "Yellow tee", "Sticker"]  # still by price
+    assert 'aria-current="true" class="selected">red</a>' in narrowed.content.decode()
+
+
+def test_an_overlong_attribute_value_is_a_400(client, shop):
+    response = APIClient().get(f"{API}/search/", {"q": "tee", "colour": "x" * 61})
+    error = assert_error(response, 400, "invalid")
+    assert "colour must be text of at most 60 characters" in error["message"]
+    page = client.get("/", {"colour": "x" * 61})
+    assert page.status_code == 400
+    assert "at most 60 characters" in page.content.decode()
