@@ -210,11 +210,7 @@ def _attribute_filters(*sources) -> dict[str, tuple[str, ...]]:
     for name in facet_attributes():
         raw: list = []
         for source in sources:
-            if hasattr(source, "getlist"):
-                raw += source.getlist(name)
-            elif isinstance(source, dict) and source.get(name) is not None:
-                value = source[name]
-                raw += value if isinstance(value, list) else [value]
+            raw += _all_values(source, name)
         values = []
         for value in raw:
             if not isinstance(value, str) or len(value) > MAX_ATTRIBUTE_VALUE_CHARS:
@@ -242,9 +238,20 @@ def _json_params(request: Request) -> dict:
     return params
 
 
+def _all_values(source, key: str) -> list:
+    """Every value of ``key`` in a QueryDict, or in the plain dict DRF gives for a POST with no
+    body (request.data is then ``{}``, which has no getlist)."""
+    if hasattr(source, "getlist"):
+        return source.getlist(key)
+    value = source.get(key)
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
 def _with_not_terms(params: dict, *sources) -> dict:
     """`not` may be repeated: every value of it from each form or query string."""
-    terms = [term for source in sources for term in source.getlist("not")]
+    terms = [term for source in sources for term in _all_values(source, "not")]
     params = {key: value for key, value in params.items() if key != "not"}
     if terms:
         params["not"] = terms

@@ -402,3 +402,18 @@ def test_list_and_search_both_refuse_an_upside_down_price_range(client, shop):
     assert "swap them" in listed["message"] and set(listed["details"]) == {"price_min"}
     equal = client.get(f"{API}/products/", {"price_min": "10", "price_max": "10"})
     assert [p["title"] for p in equal.json()["results"]] == ["Red circle tee"]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"],
+    ids=["no-body", "empty-form", "empty-multipart"],
+)
+def test_post_search_with_an_empty_body_is_a_400_not_a_500(content_type):
+    # Found by the fuzz run: POST /api/v1/search/ with no body at all answered 500.
+    client = APIClient()
+    if content_type is None:
+        response = client.post(f"{API}/search/")
+    else:
+        response = client.generic("POST", f"{API}/search/", b"", content_type=content_type)
+    assert_error(response, 400)
