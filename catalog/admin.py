@@ -107,8 +107,10 @@ class ProductAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["title", "sku", "category", "price", "is_active", "description"]}),
         ("Attributes", {"fields": ["attributes"]}),
+        ("Ranking", {"fields": ["boost", "stock", "popularity"]}),
         ("Images", {"fields": ["add_images"]}),
     ]
+    readonly_fields = ["popularity"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Product]:
         # One join counts all statuses; several Count()s on the same join do not multiply.

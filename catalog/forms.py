@@ -56,7 +56,17 @@ class ProductAdminForm(forms.ModelForm):
 
     class Meta:
         model = Product
-        fields = ["title", "sku", "description", "price", "category", "is_active", "attributes"]
+        fields = [
+            "title",
+            "sku",
+            "description",
+            "price",
+            "category",
+            "is_active",
+            "attributes",
+            "boost",
+            "stock",
+        ]
         widgets = {"attributes": forms.Textarea(attrs={"rows": 3, "cols": 60})}
 
     def __init__(self, *args, **kwargs) -> None:
@@ -64,6 +74,12 @@ class ProductAdminForm(forms.ModelForm):
         # As in the API, a product without a SKU gets a generated one.
         self.fields["sku"].required = False
         self.fields["sku"].help_text = "Leave empty to generate one."
+        # A form (or an older script) that leaves the boost out means "no boost", not an error.
+        self.fields["boost"].required = False
+
+    def clean_boost(self) -> float:
+        boost = self.cleaned_data.get("boost")
+        return 0.0 if boost is None else boost
 
     def clean_sku(self) -> str:
         return (self.cleaned_data.get("sku") or "").strip() or sku_generate()

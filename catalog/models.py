@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.urls import reverse
 from django.utils.text import slugify
@@ -51,6 +51,21 @@ class Product(models.Model):
         help_text='Name: value pairs, e.g. {"colour": "red", "pattern": "striped"}; '
         "stored lower-case.",
     )
+    # Business ranking signals (embeddings/ranking.py): read from the engine's columns, never
+    # per request. All of them weigh nothing until a RANK_* setting or a request's modifiers say.
+    boost = models.FloatField(
+        default=0.0,
+        validators=[MinValueValidator(-10.0), MaxValueValidator(10.0)],
+        help_text="Staff-set ranking boost, typically -1..1; 0 ranks by relevance alone.",
+    )
+    stock = models.IntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Units in stock; leave empty when the shop does not track stock.",
+    )
+    # log(1 + search clicks over the last RANK_POPULARITY_DAYS), kept by a periodic task.
+    popularity = models.FloatField(default=0.0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

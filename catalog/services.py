@@ -39,6 +39,8 @@ def product_create(
     category: Category | None = None,
     is_active: bool = True,
     attributes: dict[str, str] | None = None,
+    boost: float = 0.0,
+    stock: int | None = None,
     images: Iterable[File] = (),
 ) -> Product:
     product = Product(
@@ -49,6 +51,8 @@ def product_create(
         price=price,
         category=category,
         is_active=is_active,
+        boost=boost,
+        stock=stock,
     )
     product.full_clean()
     product.save()
@@ -66,7 +70,17 @@ def product_create(
 
 @transaction.atomic
 def product_update(*, product: Product, **fields) -> Product:
-    allowed = {"title", "sku", "description", "price", "category", "is_active", "attributes"}
+    allowed = {
+        "title",
+        "sku",
+        "description",
+        "price",
+        "category",
+        "is_active",
+        "attributes",
+        "boost",
+        "stock",
+    }
     unknown = set(fields) - allowed
     if unknown:
         raise ValueError(f"Cannot update {sorted(unknown)}; allowed fields: {sorted(allowed)}")

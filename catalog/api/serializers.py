@@ -123,6 +123,9 @@ class ProductSerializer(serializers.ModelSerializer):
             "is_active",
             "category",
             "attributes",
+            "boost",
+            "stock",
+            "popularity",
             "url",
             "images",
             "created_at",
@@ -167,6 +170,9 @@ class ProductSerializer(serializers.ModelSerializer):
             if category is None
             else {"id": category.id, "name": category.name, "slug": category.slug},
             "attributes": obj.attributes,
+            "boost": obj.boost,
+            "stock": obj.stock,
+            "popularity": obj.popularity,
             "url": self.get_url(obj),
             "images": images,
             "created_at": fields["created_at"].to_representation(obj.created_at),
@@ -212,6 +218,22 @@ class ProductWriteSerializer(serializers.Serializer):
         required=False,
         default=dict,
         help_text='Name: value pairs, e.g. {"colour": "red"}; stored lower-case.',
+    )
+
+    boost = serializers.FloatField(
+        required=False,
+        default=0.0,
+        min_value=-10.0,
+        max_value=10.0,
+        help_text="Staff-set ranking boost (typically -1..1); weighs nothing until a ranking "
+        "weight or a search's modifiers use it.",
+    )
+    stock = serializers.IntegerField(
+        required=False,
+        default=None,
+        allow_null=True,
+        min_value=0,
+        help_text="Units in stock; null when the shop does not track stock.",
     )
 
     def validate_attributes(self, value: dict) -> dict:

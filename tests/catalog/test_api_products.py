@@ -72,12 +72,16 @@ def test_product_json_has_the_documented_shape(anon):
         "is_active",
         "category",
         "attributes",
+        "boost",
+        "stock",
+        "popularity",
         "url",
         "images",
         "created_at",
         "updated_at",
     }
     assert body["attributes"] == {}
+    assert body["boost"] == 0.0 and body["stock"] is None and body["popularity"] == 0.0
     assert body["price"] == "19.99" and body["currency"] == "USD"
     assert body["category"] == {"id": product.category.pk, "name": "T-shirts", "slug": "t-shirts"}
     assert body["url"].startswith("http://testserver/")
@@ -281,6 +285,19 @@ def test_create_with_json_uses_an_existing_category_by_name(staff_client):
 
 
 @pytest.mark.django_db
+def test_staff_sets_boost_and_stock_and_patch_keeps_them(staff_client):
+    body = staff_client.post(
+        f"{API}/products/", {"title": "Runner", "boost": 0.5, "stock": 3}, format="json"
+    ).json()
+    assert body["boost"] == 0.5 and body["stock"] == 3
+    url = f"{API}/products/{body['id']}/"
+    body = staff_client.patch(url, {"stock": None}, format="json").json()
+    assert body["boost"] == 0.5 and body["stock"] is None
+    product = Product.objects.get(pk=body["id"])
+    assert (product.boost, product.stock) == (0.5, None)
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(
     ("payload", "field"),
     [
@@ -290,6 +307,9 @@ def test_create_with_json_uses_an_existing_category_by_name(staff_client):
         ({"title": "Tee", "price": "abc"}, "price"),
         ({"title": "Tee", "price": "123456789012"}, "price"),
         ({"title": "Tee", "is_active": "maybe"}, "is_active"),
+        ({"title": "Tee", "boost": 11}, "boost"),
+        ({"title": "Tee", "boost": "lots"}, "boost"),
+        ({"title": "Tee", "stock": -1}, "stock"),
     ],
 )
 def test_create_rejects_bad_fields_with_a_400_naming_the_field(staff_client, payload, field):
