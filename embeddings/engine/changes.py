@@ -143,6 +143,10 @@ _ROW_FIELDS = (
     "image__product__category_id",
     "image__product__price",
     "image__product__attributes",
+    "image__product__boost",
+    "image__product__stock",
+    "image__product__created_at",
+    "image__product__popularity",
 )
 
 
@@ -157,7 +161,9 @@ def attribute_codes(attributes: dict | None, names: tuple[str, ...]) -> tuple[in
 
 def _parse(values: Iterable[tuple], dim: int, model_id: str):
     names = facet_slots()
-    for image_id, blob, product_id, active, category_id, price, attributes in values:
+    for row in values:
+        image_id, blob, product_id, active, category_id, price, attributes = row[:7]
+        boost, stock, created_at, popularity = row[7:]
         vec = np.frombuffer(bytes(blob), dtype="<f4")
         if vec.shape[0] != dim:
             raise ValueError(
@@ -165,7 +171,12 @@ def _parse(values: Iterable[tuple], dim: int, model_id: str):
                 f"for model {model_id!r}. Run `manage.py reembed` to recompute the vectors."
             )
         codes = attribute_codes(attributes, names)
-        yield image_id, vec, Attrs(product_id, active, category_id, price, codes)
+        created = created_at.timestamp() if created_at is not None else None
+        yield (
+            image_id,
+            vec,
+            Attrs(product_id, active, category_id, price, codes, boost, stock, created, popularity),
+        )
 
 
 def load_rows(

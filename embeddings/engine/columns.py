@@ -2,8 +2,10 @@
 
 Row ``r`` of every array describes the vector stored under id ``r``: which image it is, which
 product owns it, and the product's active flag, category, price and attribute values (slot ``i``
-holds a code of the value of the shop's i-th facet attribute; ``attribute_code``). Ranking and filtering read
-only these arrays; the database is asked once, for the products of the page shown.
+holds a code of the value of the shop's i-th facet attribute; ``attribute_code``), and its
+business ranking signals (boost, stock, creation time, popularity; embeddings/ranking.py).
+Ranking and filtering read only these arrays; the database is asked once, for the products of
+the page shown.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ NO_CATEGORY = -1
 # number of int32 slots, so the columns (and the snapshot's files) do not depend on settings.
 ATTRIBUTE_SLOTS = 8
 NO_VALUE = 0  # the product has no value for the slot's attribute
+NO_STOCK = -1  # the shop does not track the product's stock
 
 # name -> dtype; the snapshot stores one .npy file per name.
 COLUMNS: dict[str, np.dtype] = {
@@ -28,7 +31,13 @@ COLUMNS: dict[str, np.dtype] = {
     "price": np.dtype(np.float64),  # NaN when the product has no price
     "active": np.dtype(np.bool_),
     **{f"attr{i}": np.dtype(np.int32) for i in range(ATTRIBUTE_SLOTS)},
+    "boost": np.dtype(np.float32),
+    "stock": np.dtype(np.int32),  # NO_STOCK when not tracked
+    "created": np.dtype(np.float64),  # the product's created_at, Unix seconds (NaN: unknown)
+    "popularity": np.dtype(np.float32),
 }
+# The ranking signal columns and their value for a product the index does not hold.
+SIGNALS: dict[str, float] = {"boost": 0.0, "stock": NO_STOCK, "created": np.nan, "popularity": 0.0}
 
 
 def attribute_code(value: str) -> int:
@@ -47,6 +56,10 @@ class Attrs:
     category_id: int | None
     price: float | None
     codes: tuple[int, ...] = ()  # attribute_code per slot, NO_VALUE where the product has none
+    boost: float = 0.0
+    stock: int | None = None  # None: not tracked
+    created: float | None = None  # Unix seconds
+    popularity: float = 0.0
 
 
 def columns_from(image_ids: Iterable[int], attrs: Iterable[Attrs]) -> dict[str, np.ndarray]:
@@ -70,6 +83,16 @@ def columns_from(image_ids: Iterable[int], attrs: Iterable[Attrs]) -> dict[str, 
             )
             for i in range(ATTRIBUTE_SLOTS)
         },
+        "boost": np.fromiter((a.boost or 0.0 for a in attrs), np.float32, len(attrs)),
+        "stock": np.fromiter(
+            (NO_STOCK if a.stock is None else min(a.stock, 2**31 - 1) for a in attrs),
+            np.int32,
+            len(attrs),
+        ),
+        "created": np.fromiter(
+            (np.nan if a.created is None else a.created for a in attrs), np.float64, len(attrs)
+        ),
+        "popularity": np.fromiter((a.popularity or 0.0 for a in attrs), np.float32, len(attrs)),
     }
 
 
@@ -91,6 +114,7 @@ class Filter:
     # (slot, codes): the product's value in that slot is one of the codes (OR within an
     # attribute, AND across attributes).
     attributes: tuple[tuple[int, tuple[int, ...]], ...] = ()
+    in_stock_only: bool = False  # leaves out products whose tracked stock is 0
 
     @property
     def is_empty(self) -> bool:
@@ -101,6 +125,7 @@ class Filter:
             and not self.exclude_product_ids
             and self.product_ids is None
             and not self.attributes
+            and not self.in_stock_only
         )
 
     def mask(self, cols: dict[str, np.ndarray]) -> np.ndarray:
@@ -121,4 +146,6 @@ class Filter:
             keep &= np.isin(cols["product_id"], np.fromiter(self.product_ids, np.int64))
         for slot, codes in self.attributes:
             keep &= np.isin(cols[f"attr{slot}"], np.asarray(codes, np.int32))
+        if self.in_stock_only:
+            keep &= cols["stock"] != 0
         return keep

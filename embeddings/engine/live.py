@@ -297,6 +297,9 @@ class LiveIndex:
     def count_products(self, flt: Filter | None = None, *, cap: int) -> int:
         return self.store.count_products(flt, cap=cap)
 
+    def product_signals(self, product_ids) -> dict[str, np.ndarray]:
+        return self.store.product_signals(product_ids)
+
     def delta_size(self) -> int:
         """Rows that differ from the base: what compaction would fold in."""
         base = self.store.base

@@ -52,10 +52,18 @@ class BaseSegment:
         self.n_dead = 0
         self._version = 0
         self._alive_cache: tuple[int, np.ndarray] | None = None
+        self._product_order: np.ndarray | None = None
         self._plans: OrderedDict[tuple[Filter, int], FilterPlan] = OrderedDict()
         self._plans_lock = threading.Lock()
         if params.kind != "flat":
             self._plan_ivf()
+
+    def product_order(self) -> np.ndarray:
+        """Row numbers sorting the product id column (computed once: the columns never change;
+        rows replaced since the snapshot are told apart by ``dead``)."""
+        if self._product_order is None:
+            self._product_order = np.argsort(np.asarray(self.columns["product_id"]), kind="stable")
+        return self._product_order
 
     def _plan_ivf(self) -> None:
         """What the IVF planner needs, read once from the index: the centroids (lists are ranked

@@ -39,7 +39,7 @@ from .kinds import EngineError, IndexParams
 log = logging.getLogger(__name__)
 
 FORMAT = "shopsearch-index"
-VERSION = 3  # 3: attribute slots attr0..attr7 beside the vectors
+VERSION = 4  # 3: attribute slots attr0..attr7 beside the vectors; 4: ranking signal columns
 CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
 _CHUNK = 16 << 20

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .columns import Filter
+from .columns import COLUMNS, SIGNALS, Filter
 from .kinds import EngineError, IndexParams
 from .segments import BaseSegment, DeltaSegment
 
@@ -149,6 +149,25 @@ class VectorStore:
                     out.setdefault(image_id, float(score))
         return out
 
+    def product_signals(self, product_ids) -> dict[str, np.ndarray]:
+        """The ranking signal columns (columns.SIGNALS) of ``product_ids``, aligned with them:
+        read from any live row of each product (they are product fields, the same on every
+        image). A product not held gets no boost, untracked stock, unknown age, no popularity."""
+        pids = np.asarray(list(product_ids), dtype=np.int64)
+        out = {name: np.full(len(pids), fill, COLUMNS[name]) for name, fill in SIGNALS.items()}
+        if not len(pids):
+            return out
+        found = np.zeros(len(pids), dtype=bool)
+        delta = self.delta.live_columns()
+        if len(delta["product_id"]):
+            order = np.argsort(delta["product_id"], kind="stable")
+            _pick(delta, order, pids, out, found, dead=None)
+        if self.base is not None and not found.all():
+            _pick(
+                self.base.columns, self.base.product_order(), pids, out, found, dead=self.base.dead
+            )
+        return out
+
     def image_ids(self) -> np.ndarray:
         """Every searchable image id, sorted (tests, status)."""
         parts = [self.delta.live_columns()["image_id"]]
@@ -186,3 +205,21 @@ def _first_products(mask: np.ndarray, product_col, want: int) -> tuple[np.ndarra
         if len(rows) >= want or span >= size:
             return np.asarray(product_col[rows[:want]]), members
         span = min(size, span * 2)
+
+
+def _pick(cols, order, pids, out, found, dead) -> None:
+    """Fills ``out`` for the ``pids`` not ``found`` yet from ``cols`` (``order`` sorts its
+    product ids); rows marked in ``dead`` (tombstones) are skipped."""
+    sorted_p = np.asarray(cols["product_id"])[order]
+    lo = np.searchsorted(sorted_p, pids, side="left")
+    hi = np.searchsorted(sorted_p, pids, side="right")
+    for n in np.flatnonzero(~found & (hi > lo)).tolist():
+        rows = order[lo[n] : hi[n]]
+        if dead is not None:
+            rows = rows[~dead[rows]]
+        if not len(rows):
+            continue
+        row = int(rows[0])
+        for name in out:
+            out[name][n] = cols[name][row]
+        found[n] = True
