@@ -16,6 +16,24 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def rrf_scores(
+    rankings: Sequence[Sequence[Hashable]],
+    *,
+    k: int = 60,
+    weights: Sequence[float] | None = None,
+) -> dict[Hashable, float]:
+    """id -> sum_i w_i / (k + rank_i(id)) (rank 1-based), as ``rrf_fuse`` ranks by."""
+    if weights is None:
+        weights = [1.0] * len(rankings)
+    if len(weights) != len(rankings):
+        raise ValueError(f"{len(weights)} weights for {len(rankings)} rankings")
+    scores: dict[Hashable, float] = {}
+    for ranking, w in zip(rankings, weights, strict=True):
+        for r, item in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + w / (k + r)
+    return scores
+
+
 def rrf_fuse(
     rankings: Sequence[Sequence[Hashable]],
     *,

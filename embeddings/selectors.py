@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ from catalog.models import Category, Product, ProductImage
 from catalog.selectors import product_filter, product_queryset
 from searchsite.errors import ServiceUnavailable
 
-from . import hybrid, runtime, steering
+from . import hybrid, ranking, runtime, steering
 from .encoder import ImageDecodeError, l2_normalize, load_image
 from .engine.changes import facet_slots
 from .engine.columns import Filter, attribute_code
@@ -335,7 +336,66 @@ def _engine_filter(
         price_max=None if price_max is None else float(price_max),
         exclude_product_ids=frozenset(exclude_product_ids),
         attributes=tuple(attribute_filters),
+        in_stock_only=settings.RANK_IN_STOCK_ONLY,
     )
+
+
+def shop_modifiers() -> tuple[ranking.Modifier, ...]:
+    """The shop-wide ranking modifiers (RANK_* settings; none by default)."""
+    return ranking.shop_modifiers(
+        boost=settings.RANK_BOOST_WEIGHT,
+        newness=settings.RANK_NEWNESS_WEIGHT,
+        popularity=settings.RANK_POPULARITY_WEIGHT,
+        out_of_stock_penalty=settings.RANK_OUT_OF_STOCK_PENALTY,
+    )
+
+
+class _Signals:
+    """Applies ranking modifiers to a ranking's first ``window`` products (the candidates every
+    page is cut from), reading the signals from the index's columns. One clock per search, so
+    every page of it sees the same newness."""
+
+    def __init__(self, live, modifiers: tuple[ranking.Modifier, ...] | None, window: int):
+        self.live = live
+        self.modifiers = shop_modifiers() if modifiers is None else tuple(modifiers)
+        self.window = window
+        self.now = time.time()
+
+    def __bool__(self) -> bool:
+        return bool(self.modifiers)
+
+    def rerank(self, pids: list, relevance) -> list:
+        """``pids`` (best first) with the head re-sorted by modified score; the rest follows
+        in its own order (so the order is the same however deep it is read)."""
+        if not self.modifiers or not pids:
+            return list(pids)
+        head, rest = list(pids[: self.window]), list(pids[self.window :])
+        signals = self.live.product_signals(head)
+        return (
+            ranking.reranked(
+                head,
+                np.asarray(relevance[: len(head)], dtype=np.float64),
+                signals,
+                self.modifiers,
+                now=self.now,
+                half_life_days=settings.RANK_NEWNESS_HALF_LIFE_DAYS,
+            )
+            + rest
+        )
+
+    def rerank_rows(self, rows: list[Row]) -> list[Row]:
+        """Vector rows (cosine scores) reranked by ``rerank``."""
+        if not self.modifiers:
+            return rows
+        by_pid = {row[0]: row for row in rows}
+        order = self.rerank([r[0] for r in rows], [r[1] for r in rows[: self.window]])
+        return [by_pid[pid] for pid in order]
+
+
+def _in_stock(live, pids: list[int]) -> list[int]:
+    """``pids`` less the products whose tracked stock is 0 (the word index holds no stock)."""
+    stock = live.product_signals(pids)["stock"]
+    return [pid for pid, units in zip(pids, stock.tolist(), strict=True) if units != 0]
 
 
 @contextmanager
@@ -363,11 +423,13 @@ def product_search_by_vector(
     price_max: Decimal | None = None,
     exclude_product_ids: frozenset[int] = frozenset(),
     attributes: dict[str, tuple[str, ...]] | None = None,
+    modifiers: tuple[ranking.Modifier, ...] | None = None,
 ) -> RankedProducts:
     """Best products for a query vector, best first, filters applied inside the index search.
 
     Ranking reads only the engine's arrays; Product rows are loaded for the slice that is read.
-    ``limit`` caps the results (at most MAX_RESULTS).
+    ``limit`` caps the results (at most MAX_RESULTS). ``modifiers`` (None: the shop's RANK_*
+    defaults) re-sort the first RANK_WINDOW products by business signals (embeddings/ranking.py).
     """
     limit = max(0, min(limit, MAX_RESULTS))
     products = product_filter(
@@ -385,10 +447,12 @@ def product_search_by_vector(
         attributes=attributes,
     )
     live = runtime.get_live_index()
+    signals = _Signals(live, modifiers, min(RANK_WINDOW, limit))
 
     def rank(depth: int) -> tuple[list[Row], int]:
-        rows = _vector_rows(live, vector, flt, min(depth, limit))
-        return rows, live.count_products(flt, cap=limit)
+        depth = min(depth, limit)
+        rows = _vector_rows(live, vector, flt, max(depth, signals.window) if signals else depth)
+        return signals.rerank_rows(rows)[:depth], live.count_products(flt, cap=limit)
 
     return RankedProducts(rank, products)
 
@@ -406,6 +470,7 @@ def product_search(
     price_min: Decimal | None = None,
     price_max: Decimal | None = None,
     attributes: dict[str, tuple[str, ...]] | None = None,
+    modifiers: tuple[ranking.Modifier, ...] | None = None,
 ) -> RankedProducts:
     """Products matching a text query, an image query (a picture or its stored vector), or both.
 
@@ -428,6 +493,7 @@ def product_search(
         price_min=price_min,
         price_max=price_max,
         attributes=attributes,
+        modifiers=modifiers,
     )
 
 
@@ -485,6 +551,7 @@ def product_search_parts(
     price_min: Decimal | None = None,
     price_max: Decimal | None = None,
     attributes: dict[str, tuple[str, ...]] | None = None,
+    modifiers: tuple[ranking.Modifier, ...] | None = None,
 ) -> RankedProducts:
     """Products matching several weighted parts (``steered_query``), ranked as product_search."""
     if not parts:
@@ -497,6 +564,7 @@ def product_search_parts(
         price_min=price_min,
         price_max=price_max,
         attributes=attributes,
+        modifiers=modifiers,
     )
 
 
@@ -508,6 +576,7 @@ def product_search_steered(
     price_min: Decimal | None = None,
     price_max: Decimal | None = None,
     attributes: dict[str, tuple[str, ...]] | None = None,
+    modifiers: tuple[ranking.Modifier, ...] | None = None,
 ) -> RankedProducts:
     """Ranks a SteeredQuery (product_search's rules).
 
@@ -523,6 +592,11 @@ def product_search_steered(
     word of a negative term; it weighs in full while words hold at least half of the positive
     weight, then fades linearly to nothing as the photo takes it all. With negative parts the
     "no good match" check looks at the positive parts alone (one top-1 search more).
+
+    Business signals: ``modifiers`` (None: the shop's RANK_* defaults, which are none unless
+    set) re-sort the first RANK_WINDOW products by relevance (cosine, or the fused score over
+    its maximum) modified as embeddings/ranking.py says; an exact SKU stays first. The page is
+    cut after that, so every page continues the same modified order.
     """
     vector = query.vector
     limit = max(0, min(limit, MAX_RESULTS))
@@ -541,6 +615,7 @@ def product_search_steered(
     text = query.words
     words = bool(text) and settings.EMBEDDINGS_HYBRID
     lexical_weight = settings.EMBEDDINGS_HYBRID_WEIGHT * min(1.0, 2.0 * query.word_share)
+    signals = _Signals(live, modifiers, min(RANK_WINDOW, limit))
 
     def rank(depth: int) -> tuple[list[Row], int]:
         depth = min(depth, limit)
@@ -555,15 +630,17 @@ def product_search_steered(
                 vec = []
         vec_total = live.count_products(flt, cap=limit) if vec else 0
         if not words:
-            return vec[:depth], vec_total
+            return signals.rerank_rows(vec)[:depth], vec_total
         lexical = runtime.get_fulltext().search(
             text, flt=flt, limit=window if vec else limit, exclude=query.not_words
         )
         if attributes and lexical.ids:
             # The word index holds no attributes: one query keeps its matches that have them.
             lexical = _with_attributes(lexical, products)
+        if flt.in_stock_only and lexical.ids:
+            lexical = _only(lexical, set(_in_stock(live, lexical.ids)))
         if not lexical.ids:
-            return vec[:depth], vec_total
+            return signals.rerank_rows(vec)[:depth], vec_total
         known = {pid: (score, image_id) for pid, score, image_id in vec}
         fused = hybrid.hybrid_rank(
             [pid for pid, _, _ in vec[:window]],
@@ -577,6 +654,8 @@ def product_search_steered(
         order = fused + [pid for pid, _, _ in vec if pid not in seen]
         seen.update(order)
         order += [pid for pid in lexical.ids if pid not in seen]
+        if signals:
+            order = _rerank_fused(signals, order, vec[:window], lexical, lexical_weight)
         rows = [(pid, *known.get(pid, (None, None))) for pid in order[:depth]]
         # Products with no indexed image (found by their words alone) add to the vector count;
         # without a vector side, the word matches are the results.
@@ -587,6 +666,30 @@ def product_search_steered(
         return _best_images(live, vector, shown)
 
     return RankedProducts(rank, products, score=score)
+
+
+def _rerank_fused(signals: _Signals, order: list, vec: list[Row], lexical, lexical_weight):
+    """A hybrid ``order`` with its head re-sorted by modified score: relevance is the RRF score
+    over the largest one possible ((1 + lexical weight) / (k + 1)); an exact SKU stays first."""
+    k = settings.EMBEDDINGS_HYBRID_RRF_K
+    fused = hybrid.rrf_scores(
+        [[pid for pid, _, _ in vec], lexical.ids[: signals.window]],
+        k=k,
+        weights=[1.0, lexical_weight],
+    )
+    top = (1.0 + lexical_weight) / (k + 1)
+    pinned = [pid for pid in order if pid in set(lexical.exact_sku)]
+    rest = [pid for pid in order if pid not in set(pinned)]
+    relevance = [fused.get(pid, 0.0) / top for pid in rest[: signals.window]]
+    return pinned + signals.rerank(rest, relevance)
+
+
+def _only(lexical, keep: set[int]):
+    return dataclasses.replace(
+        lexical,
+        ids=[pid for pid in lexical.ids if pid in keep],
+        exact_sku=[pid for pid in lexical.exact_sku if pid in keep],
+    )
 
 
 def _with_attributes(lexical, products):

@@ -441,6 +441,19 @@ EMBEDDINGS_NOT_WEIGHT = env_float("EMBEDDINGS_NOT_WEIGHT", 0.5)
 # Products of each ranking (vectors, words) fused by hybrid search; rankings are computed to
 # max(page end, this), not to the 1000-result cap.
 EMBEDDINGS_RANK_WINDOW = env_int("EMBEDDINGS_RANK_WINDOW", 100)
+# Business ranking signals (embeddings/ranking.py; docs/API.md "Ranking signals"): shop-wide
+# weights added to each result's relevance over the first EMBEDDINGS_RANK_WINDOW results before
+# a page is cut. All 0/off: results rank by relevance alone. A search's `modifiers` replace them.
+RANK_BOOST_WEIGHT = env_float("RANK_BOOST_WEIGHT", 0.0)
+RANK_NEWNESS_WEIGHT = env_float("RANK_NEWNESS_WEIGHT", 0.0)
+RANK_NEWNESS_HALF_LIFE_DAYS = env_float("RANK_NEWNESS_HALF_LIFE_DAYS", 30.0)
+RANK_POPULARITY_WEIGHT = env_float("RANK_POPULARITY_WEIGHT", 0.0)
+RANK_OUT_OF_STOCK_PENALTY = env_float("RANK_OUT_OF_STOCK_PENALTY", 0.0)
+# Leave products whose tracked stock is 0 out of search results (untracked stock counts as in).
+RANK_IN_STOCK_ONLY = env_bool("RANK_IN_STOCK_ONLY", False)
+# Popularity = log(1 + search clicks over this many days), recomputed by celery beat this often.
+RANK_POPULARITY_DAYS = env_int("RANK_POPULARITY_DAYS", 30)
+RANK_POPULARITY_INTERVAL = env_float("RANK_POPULARITY_INTERVAL", 3600.0)
 # Compaction (celery beat's snapshot_index): a new base is built from the stored vectors when
 # this many images changed since the current one, or it is older than EMBEDDINGS_COMPACT_AGE
 # seconds and anything changed. Until then processes carry the changes as a small delta.
