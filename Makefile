@@ -32,7 +32,7 @@ DEMO_MODEL_NOTE := No starter checkpoint at $(STARTER): using a random-init ViT-
 endif
 endif
 
-.PHONY: help install demo migrate admin-user runserver test test-setup services browser lint format bench fuzz load worker beat clean
+.PHONY: help install demo migrate admin-user runserver test test-setup services browser lint format bench fuzz load worker beat screenshots clean
 
 help:
 	@echo "make install   - virtualenv in $(VENV) with the project and its dev tools"
@@ -43,6 +43,7 @@ help:
 	@echo "make fuzz      - schemathesis against the live API (gunicorn, PostgreSQL, Redis, worker); FUZZ_EXAMPLES, FUZZ_SECONDS"
 	@echo "make load      - mixed search/upload/delete load for LOAD_SECONDS, then checks every upload is indexed once"
 	@echo "make worker    - a Celery worker (set CELERY_BROKER_URL=redis://...)"
+	@echo "make screenshots - README screenshots (desktop + phone) of the main pages into docs/screenshots/"
 
 # --- install -------------------------------------------------------------------------------------
 install: $(STAMP)
@@ -164,6 +165,12 @@ fuzz: install services
 LOAD_SECONDS ?= 180
 load: install services
 	$(PY) scripts/load_test.py --pg-url $(PG_URL) --seconds $(LOAD_SECONDS)
+
+# The README's screenshots: a throwaway server (own DATA_DIR under /tmp, demo catalog, staff user)
+# driven by Playwright with the system Chromium; SCREENSHOTS_ARGS e.g. --url http://127.0.0.1:8000.
+SCREENSHOTS_ARGS ?=
+screenshots: install browser
+	$(PY) scripts/screenshots.py $(SCREENSHOTS_ARGS)
 
 # Production-style: CELERY_BROKER_URL=redis://127.0.0.1:6379/0 DATABASE_URL=postgres://... make worker
 worker: install
