@@ -69,36 +69,38 @@ def throwaway_server(demo_source: str | None, keep: bool) -> Iterator[str]:
     for name in ("DATABASE_URL", "CELERY_BROKER_URL"):
         env.pop(name, None)
     print(f"DATA_DIR={data_dir}", flush=True)
-    manage(env, "migrate", "--noinput", "-v", "0")
-    manage(
-        env,
-        "shell",
-        "-v",
-        "0",
-        "-c",
-        "from django.contrib.auth import get_user_model; "
-        f"get_user_model().objects.create_superuser({USER!r}, 'shots@example.com', {PASSWORD!r})",
-    )
-    manage(env, "load_demo_catalog", *(["--source", demo_source] if demo_source else []))
-    manage(env, "rebuild_index")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    server: subprocess.Popen | None = None
+    try:  # a failed set-up step removes the folder too
+        manage(env, "migrate", "--noinput", "-v", "0")
+        manage(
+            env,
+            "shell",
+            "-v",
+            "0",
+            "-c",
+            "from django.contrib.auth import get_user_model; get_user_model().objects"
+            f".create_superuser({USER!r}, 'shots@example.com', {PASSWORD!r})",
+        )
+        manage(env, "load_demo_catalog", *(["--source", demo_source] if demo_source else []))
+        manage(env, "rebuild_index")
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        server = subprocess.Popen(
+            [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_until_up(url, server)
         yield url
     finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
         if keep:
             print(f"kept {data_dir}")
         else:
