@@ -67,6 +67,17 @@ def index_changes_prune_task() -> int:
 
 
 @shared_task(ignore_result=True)
+def products_popularity_task() -> int:
+    """Celery beat (RANK_POPULARITY_INTERVAL): product popularity from the last
+    RANK_POPULARITY_DAYS of search clicks; products whose figure changed are re-indexed."""
+    from django.conf import settings
+
+    from .analytics.services import products_popularity_update
+
+    return products_popularity_update(days=settings.RANK_POPULARITY_DAYS)
+
+
+@shared_task
 def search_log_prune_task() -> int:
     """Celery beat, daily: deletes logged searches older than SEARCH_LOG_DAYS (0: keeps all)."""
     from datetime import timedelta

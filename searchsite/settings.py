@@ -280,6 +280,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "embeddings.tasks.search_log_prune_task",
         "schedule": 24 * 3600.0,
     },
+    # Product popularity (a ranking signal) from recent search clicks.
+    "products-popularity": {
+        "task": "embeddings.tasks.products_popularity_task",
+        "schedule": env_float("RANK_POPULARITY_INTERVAL", 3600.0),
+    },
 }
 
 # --- Shop ---------------------------------------------------------------------------------------

@@ -157,3 +157,37 @@ def search_log_prune(*, older_than: timedelta, now: datetime | None = None) -> i
             SearchClick.objects.filter(search_id__in=ids).delete()
             _, per_model = SearchEvent.objects.filter(pk__in=ids).delete()
             deleted += per_model.get(SearchEvent._meta.label, 0)
+
+
+def products_popularity_update(*, days: int, now: datetime | None = None) -> int:
+    """Sets each product's ``popularity`` to log(1 + its search clicks over the last ``days``)
+    and records a product change for each one that changed (so serving indexes re-read its
+    ranking columns at their next sync). Safe to run twice: the second run changes nothing.
+    Returns how many products changed."""
+    import math
+
+    from django.db.models import Count
+
+    from ..services import products_index_touch
+
+    since = (now or timezone.now()) - timedelta(days=days)
+    clicks = dict(
+        SearchClick.objects.filter(created_at__gte=since)
+        .values_list("product_id")
+        .annotate(n=Count("id"))
+        .values_list("product_id", "n")
+    )
+    wanted = {pid: round(math.log1p(n), 6) for pid, n in clicks.items()}
+    current = dict(Product.objects.filter(id__in=list(wanted)).values_list("id", "popularity"))
+    stale = set(Product.objects.exclude(popularity=0).values_list("id", flat=True)) - set(wanted)
+    changed: list[int] = []
+    with transaction.atomic():
+        for pid, value in wanted.items():
+            if pid in current and current[pid] != value:
+                Product.objects.filter(id=pid).update(popularity=value)
+                changed.append(pid)
+        if stale:
+            Product.objects.filter(id__in=stale).update(popularity=0.0)
+            changed.extend(stale)
+        products_index_touch(product_ids=changed)
+    return len(changed)

@@ -4,6 +4,7 @@ ranked list."""
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from catalog.attributes import MAX_VALUE_CHARS as MAX_ATTRIBUTE_VALUE_CHARS
 from catalog.attributes import facet_attributes
 from searchsite.api import SEARCH_THROTTLES, ApiError
 
-from .. import refine, selectors, suggestions
+from .. import ranking, refine, selectors, suggestions
 from ..analytics.services import search_log_record
 from .serializers import (
     SearchFormSerializer,
@@ -161,6 +162,7 @@ class SearchView(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         started = time.perf_counter()  # search analytics: latency of search + page load
+        modifiers = _modifiers(params.get("modifiers"))
         try:
             query, echo = _steered_query(data)
             text, image = echo["text"], echo["image"]
@@ -171,6 +173,7 @@ class SearchView(APIView):
                 price_min=data.get("price_min"),
                 price_max=data.get("price_max"),
                 attributes=attributes or None,
+                modifiers=modifiers,
             )
             # Facets count every result the query can return; sorting reorders those results.
             facets = refine.results_facets(hits)
@@ -224,6 +227,26 @@ def _attribute_filters(*sources) -> dict[str, tuple[str, ...]]:
         if values:
             out[name] = tuple(values)
     return out
+
+
+def _modifiers(raw) -> tuple[ranking.Modifier, ...] | None:
+    """A search's ranking ``modifiers``: a list in a JSON body, or the same list as JSON text in
+    a query or form parameter. None (not given) means the shop's RANK_* defaults; a list, even
+    an empty one, replaces them."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raw = None  # reported as not a list below
+    try:
+        return ranking.modifiers_parse(raw)
+    except ranking.ModifierError as exc:
+        raise ApiError(
+            str(exc),
+            details={"modifiers": ['e.g. [{"field": "boost", "op": "add", "weight": 0.1}]']},
+        ) from None
 
 
 def _is_json(request: Request) -> bool:
