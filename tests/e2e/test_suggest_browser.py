@@ -103,3 +103,16 @@ def test_a_typo_shows_did_you_mean_and_its_link_searches_the_fix(page, live_serv
     page.wait_for_url(re.compile(r"/\?q=tshirt$"))
     assert page.locator(".did-you-mean").count() == 0
     assert page.locator(".results .card").count() == 2
+
+
+def test_the_header_box_suggests_on_a_product_page_too(page, live_server):  # noqa: F811
+    # The header's box is on every page; type-ahead used to load on the search page only.
+    make_shop()
+    from catalog.models import Product
+
+    product = Product.objects.get(title="Red Running Shoe")
+    page.goto(live_server.url + product.get_absolute_url())
+    page.locator("#header-q").press_sequentially("navy b", delay=40)
+    assert "navy blue jeans" in options(page)
+    page.locator("#header-q-suggestions [role=option]", has_text="navy blue jeans").click()
+    page.wait_for_url(re.compile(r"\?q=navy\+blue\+jeans"))
