@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 
 from .models import Product, ProductImage
-from .services import sku_generate
+from .services import PRODUCT_EDITABLE_FIELDS, sku_generate
 from .validators import SUPPORTED_TYPES_TEXT, validate_image_upload
 
 
@@ -56,17 +56,7 @@ class ProductAdminForm(forms.ModelForm):
 
     class Meta:
         model = Product
-        fields = [
-            "title",
-            "sku",
-            "description",
-            "price",
-            "category",
-            "is_active",
-            "attributes",
-            "boost",
-            "stock",
-        ]
+        fields = list(PRODUCT_EDITABLE_FIELDS)
         widgets = {"attributes": forms.Textarea(attrs={"rows": 3, "cols": 60})}
 
     def __init__(self, *args, **kwargs) -> None:

@@ -68,19 +68,23 @@ def product_create(
     return product
 
 
+# What staff may edit on a product (the admin form shows these, product_update accepts them).
+PRODUCT_EDITABLE_FIELDS = (
+    "title",
+    "sku",
+    "description",
+    "price",
+    "category",
+    "is_active",
+    "attributes",
+    "boost",
+    "stock",
+)
+
+
 @transaction.atomic
 def product_update(*, product: Product, **fields) -> Product:
-    allowed = {
-        "title",
-        "sku",
-        "description",
-        "price",
-        "category",
-        "is_active",
-        "attributes",
-        "boost",
-        "stock",
-    }
+    allowed = set(PRODUCT_EDITABLE_FIELDS)
     unknown = set(fields) - allowed
     if unknown:
         raise ValueError(f"Cannot update {sorted(unknown)}; allowed fields: {sorted(allowed)}")

@@ -96,3 +96,24 @@ def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_gunicorn(env: dict[str, str], log) -> subprocess.Popen:
+    """gunicorn with the project's config (searchsite/gunicorn.conf.py), as production runs it;
+    GUNICORN_BIND and the rest come from ``env``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "searchsite/gunicorn.conf.py", "searchsite.wsgi"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )

@@ -28,7 +28,7 @@ from django.db import connection
 
 from tests.factories import ProductFactory, ProductImageFactory
 
-from .conftest import REPO_ROOT, child_env, database_url, stop
+from .conftest import REPO_ROOT, child_env, database_url, free_port, start_gunicorn, stop
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -36,12 +36,6 @@ CONNECT_TIMEOUT_S = 2
 STATEMENT_TIMEOUT_S = 2
 MARGIN_S = 4  # process scheduling on a busy CI machine
 START_TIMEOUT_S = 120
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class DatabaseProxy:
@@ -180,20 +174,7 @@ def web(shop, proxy, settings, redis_url, tmp_path):
     )
     log_path = tmp_path / "gunicorn.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-c",
-                "searchsite/gunicorn.conf.py",
-                "searchsite.wsgi",
-            ],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        proc = start_gunicorn(env, log)
         base = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + START_TIMEOUT_S

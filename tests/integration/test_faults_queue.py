@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -40,7 +39,7 @@ from searchsite.celery import app as celery_app
 from tests.conftest import distinct_image
 from tests.factories import ProductFactory
 
-from .conftest import REPO_ROOT, child_env, database_url, stop
+from .conftest import REPO_ROOT, child_env, database_url, free_port, stop
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -64,9 +63,7 @@ class ThrowawayRedis:
     model a broker outage without touching the machine's shared Redis."""
 
     def __init__(self, tmp_path: Path):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.dir = tmp_path
         self.proc: subprocess.Popen | None = None

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -29,7 +26,7 @@ from embeddings.engine.snapshot import current_base
 from embeddings.models import ImageEmbedding
 from tests.conftest import distinct_image
 
-from .conftest import REPO_ROOT, child_env, stop
+from .conftest import child_env, free_port, start_gunicorn, stop
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -55,12 +52,6 @@ def catalog(postgres_db):
     return products, root, encoder
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def serve(settings, tmp_path):
     """Starts gunicorn with the project's config; returns its base URL once it answers."""
@@ -75,20 +66,7 @@ def serve(settings, tmp_path):
             GUNICORN_WORKERS="1",
             GUNICORN_THREADS="2",
         )
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-c",
-                "searchsite/gunicorn.conf.py",
-                "searchsite.wsgi",
-            ],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        proc = start_gunicorn(env, log)
         procs.append((proc, log))
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + START_TIMEOUT_S
