@@ -414,6 +414,33 @@ def _vector_rows(live, vector: np.ndarray, flt: Filter, depth: int) -> list[Row]
     return [(h.product_id, h.score, h.image_id) for h in hits]
 
 
+def _shopper_filters(
+    *,
+    category: str | None,
+    price_min: Decimal | None,
+    price_max: Decimal | None,
+    attributes: dict[str, tuple[str, ...]] | None,
+    exclude_product_ids: frozenset[int] = frozenset(),
+):
+    """The shopper's filters twice: on the Product rows a page loads, and on the engine's
+    columns the ranking reads."""
+    products = product_filter(
+        product_queryset(),
+        category=category,
+        price_min=price_min,
+        price_max=price_max,
+        attributes=attributes,
+    )
+    flt = _engine_filter(
+        category=category,
+        price_min=price_min,
+        price_max=price_max,
+        exclude_product_ids=exclude_product_ids,
+        attributes=attributes,
+    )
+    return products, flt
+
+
 def product_search_by_vector(
     vector: np.ndarray,
     *,
@@ -432,19 +459,12 @@ def product_search_by_vector(
     defaults) re-sort the first RANK_WINDOW products by business signals (embeddings/ranking.py).
     """
     limit = max(0, min(limit, MAX_RESULTS))
-    products = product_filter(
-        product_queryset(),
+    products, flt = _shopper_filters(
         category=category,
         price_min=price_min,
         price_max=price_max,
         attributes=attributes,
-    )
-    flt = _engine_filter(
-        category=category,
-        price_min=price_min,
-        price_max=price_max,
         exclude_product_ids=exclude_product_ids,
-        attributes=attributes,
     )
     live = runtime.get_live_index()
     signals = _Signals(live, modifiers, min(RANK_WINDOW, limit))
@@ -600,14 +620,7 @@ def product_search_steered(
     """
     vector = query.vector
     limit = max(0, min(limit, MAX_RESULTS))
-    products = product_filter(
-        product_queryset(),
-        category=category,
-        price_min=price_min,
-        price_max=price_max,
-        attributes=attributes,
-    )
-    flt = _engine_filter(
+    products, flt = _shopper_filters(
         category=category, price_min=price_min, price_max=price_max, attributes=attributes
     )
     live = runtime.get_live_index()
