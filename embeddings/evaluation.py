@@ -12,8 +12,9 @@ Conventions shared by every function here:
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -232,6 +233,92 @@ def retrieval_report(
     return report
 
 
+# -- shopper photos against a catalog -------------------------------------------------------------
+
+
+def photo_report(
+    photo_emb: np.ndarray,
+    photo_labels: Sequence[str],
+    catalog_emb: np.ndarray,
+    catalog_types: Sequence[str],
+    label_types: Mapping[str, Collection[str]],
+    encode_texts: TextEncoder,
+    *,
+    prompts: Mapping[str, str] | None = None,
+    k: int = 10,
+    zero_shot_template: str = "a photo of {}",
+    catalog_search: SearchFn | None = None,
+) -> dict[str, Any]:
+    """How well shopper photos find catalog products, each other, and their label's words.
+
+    ``photo_emb[i]`` is the L2-normalised embedding of a photo labelled ``photo_labels[i]``;
+    ``catalog_emb[j]`` that of a catalog item of type ``catalog_types[j]``. ``label_types`` maps
+    each photo label to the catalog types that answer it (a photo whose label it lacks is
+    skipped); ``prompts[label]`` are the words for the label's zero-shot prompt (default: the
+    label itself), put into ``zero_shot_template``. ``catalog_search`` returns the top-k catalog
+    indices for query vectors (default: exact inner product).
+
+    - ``photo2catalog_p@10``: each photo queries the catalog; relevant = a type of its label.
+      ``photo2catalog_ceiling`` is the best achievable value, ``photo2catalog_by_label`` the
+      figure per label (with its photo and relevant-catalog-item counts).
+    - ``photo2photo_p@10``: each photo whose label has at least 2 photos queries the other
+      photos (itself excluded); relevant = the same label.
+    - ``photo_zero_shot_acc``: the most similar prompt among every mapped label's is the photo's.
+    """
+    keep = [i for i, lab in enumerate(photo_labels) if lab in label_types]
+    emb = np.asarray(photo_emb, dtype=np.float32)[keep]
+    labels = [photo_labels[i] for i in keep]
+    report: dict[str, Any] = {"photos": float(len(labels))}
+    if not labels:
+        return report
+    catalog_emb = np.asarray(catalog_emb, dtype=np.float32)
+    search = catalog_search or exact_search(catalog_emb)
+
+    items_by_type: dict[str, set[int]] = defaultdict(set)
+    for j, t in enumerate(catalog_types):
+        items_by_type[t].add(j)
+    items_of = {
+        lab: set().union(*(items_by_type.get(t, set()) for t in set(types)))
+        for lab, types in label_types.items()
+    }
+    rankings = search(emb, k)
+    relevant = [items_of[lab] for lab in labels]
+    report["photo2catalog_p@10"] = precision_at_k(rankings, relevant, k)
+    report["photo2catalog_ceiling"] = precision_ceiling([len(r) for r in relevant], k)
+    by_label: dict[str, dict[str, float]] = {}
+    for lab in sorted(set(labels)):
+        rows = [q for q, q_lab in enumerate(labels) if q_lab == lab]
+        by_label[lab] = {
+            "photos": float(len(rows)),
+            "catalog_items": float(len(items_of[lab])),
+            "p@10": precision_at_k([rankings[q] for q in rows], [items_of[lab]] * len(rows), k),
+        }
+    report["photo2catalog_by_label"] = by_label
+
+    counts = Counter(labels)
+    queries = [q for q, lab in enumerate(labels) if counts[lab] >= 2]
+    if queries:
+        nn = exact_search(emb)(emb[queries], k + 1)
+        hits = [
+            sum(labels[j] == labels[q] for j in [j for j in ranking if j != q][:k])
+            for q, ranking in zip(queries, nn, strict=True)
+        ]
+        report["photo2photo_p@10"] = float(np.mean(hits) / k)
+        report["photo2photo_ceiling"] = precision_ceiling(
+            [counts[labels[q]] - 1 for q in queries], k
+        )
+
+    classes = sorted(label_types)
+    words = [(prompts or {}).get(c) or c for c in classes]
+    class_emb = encode_texts([zero_shot_template.format(w) for w in words])
+    index = {c: i for i, c in enumerate(classes)}
+    report["photo_zero_shot_acc"] = zero_shot_accuracy(
+        emb, class_emb, [index[lab] for lab in labels]
+    )
+    report["photo_zero_shot_classes"] = float(len(classes))
+    return report
+
+
 HEADLINE = (
     ("img2img_type_p@10", "image->image P@10 (same articleType)"),
     ("img2img_type_colour_p@10", "image->image P@10 (same articleType + baseColour)"),
@@ -241,14 +328,20 @@ HEADLINE = (
     ("title_recall@10", "title -> product recall@10"),
     ("title_mrr", "title -> product MRR"),
     ("zero_shot_type_acc", "zero-shot articleType accuracy"),
+    ("photo2catalog_p@10", "shopper photo->catalog P@10 (a type of its label)"),
+    ("photo2catalog_ceiling", "  ceiling for those photos"),
+    ("photo2photo_p@10", "shopper photo->photo P@10 (same label)"),
+    ("photo_zero_shot_acc", "zero-shot shopper-photo label accuracy"),
 )
 
 
-def format_report(columns: dict[str, dict[str, float]]) -> str:
-    """A fixed-width table: one row per headline metric, one column per model."""
+def format_report(columns: Mapping[str, Mapping[str, Any]]) -> str:
+    """A fixed-width table: one row per headline metric a column has, one column per model."""
     names = list(columns)
     lines = [f"{'metric':52s}" + "".join(f"{n:>16s}" for n in names)]
     for key, label in HEADLINE:
+        if key.startswith("photo") and all(columns[n].get(key) is None for n in names):
+            continue  # the shopper-photo rows of a run without --photos
         cells = []
         for n in names:
             v = columns[n].get(key)

@@ -20,6 +20,10 @@ from pathlib import Path
 
 REQUIRED_COLUMNS = ("path", "product_id", "title")
 DEFAULT_SPLIT_SALT = "shopsearch-val-v1"
+# Shopper photos are split by who took them (sender), never by photo: one person's floor, light
+# and phone must not be on both sides. Training keeps these senders out; evaluate scores on them.
+PHOTO_SPLIT_SALT = "shopsearch-photos-v1"
+PHOTO_VAL_FRACTION = 0.5
 
 
 class ManifestError(ValueError):
@@ -108,6 +112,15 @@ def is_validation(product_id: str, fraction: float, salt: str = DEFAULT_SPLIT_SA
     """
     digest = hashlib.sha1(f"{salt}:{product_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def photo_sender_is_validation(
+    sender_id: str, fraction: float = PHOTO_VAL_FRACTION, salt: str = PHOTO_SPLIT_SALT
+) -> bool:
+    """Whether a shopper-photo sender is held out (train_model skips their photos, ``manage.py
+    evaluate --photo-senders val`` scores only them). A photo without a sender counts as its own
+    sender: pass its manifest ``path`` value as written (relative, not resolved)."""
+    return is_validation(sender_id, fraction, salt)
 
 
 def _hash_rank(product_id: str, salt: str) -> int:

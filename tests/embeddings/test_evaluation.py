@@ -154,3 +154,89 @@ def test_choose_min_score_keeps_real_queries_and_rejects_nonsense():
 def test_random_string_queries_are_deterministic():
     assert random_string_queries(5, seed=1) == random_string_queries(5, seed=1)
     assert len(set(random_string_queries(50))) == 50
+
+
+# -- shopper photos against a catalog -------------------------------------------------------------
+
+
+def _unit(rows):
+    a = np.array(rows, dtype=np.float32)
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
+def test_photo_report_known_answers():
+    from embeddings.evaluation import photo_report
+
+    catalog = _unit([[1, 0], [1, 0], [0, 1], [0, 1]])
+    types = ["Tshirts", "Tshirts", "Shoes", "Shoes"]
+    # Two tee photos (the second looks like a shoe), two shoe photos, a hat the map leaves out.
+    photos = _unit([[1, 0.1], [0.2, 1], [0, 1], [0.1, 1], [1, 1]])
+    labels = ["T-Shirt", "T-Shirt", "Shoes", "Shoes", "Hat"]
+    asked: list[str] = []
+
+    def encode(texts):
+        asked.extend(texts)
+        return _unit([[1, 0] if "t-shirt" in t else [0, 1] for t in texts])
+
+    rep = photo_report(
+        photos,
+        labels,
+        catalog,
+        types,
+        {"T-Shirt": ["Tshirts"], "Shoes": ["Shoes", "Sandals"]},
+        encode,
+        prompts={"T-Shirt": "t-shirt", "Shoes": "shoes"},
+        k=2,
+    )
+    assert rep["photos"] == 4.0  # the unmapped hat is not scored
+    # photo -> catalog: tee 1 finds both tees, tee 2 both shoes, each shoe both shoes.
+    assert rep["photo2catalog_p@10"] == pytest.approx(3 / 4)
+    assert rep["photo2catalog_ceiling"] == 1.0
+    assert rep["photo2catalog_by_label"] == {
+        "Shoes": {"photos": 2.0, "catalog_items": 2.0, "p@10": 1.0},
+        "T-Shirt": {"photos": 2.0, "catalog_items": 2.0, "p@10": 0.5},
+    }
+    # photo -> photo (itself excluded, k=2): tee 1's neighbours are tee 2 and a shoe (1 hit),
+    # tee 2's are the two shoes (0), each shoe's are the other shoe and tee 2 (1 each).
+    assert rep["photo2photo_p@10"] == pytest.approx((1 + 0 + 1 + 1) / (4 * 2))
+    assert rep["photo2photo_ceiling"] == 0.5  # one other photo per label, k=2
+    # zero-shot with the catalog's template: tee 2 is taken for shoes.
+    assert sorted(asked) == ["a photo of shoes", "a photo of t-shirt"]
+    assert rep["photo_zero_shot_acc"] == pytest.approx(3 / 4)
+    assert rep["photo_zero_shot_classes"] == 2.0
+
+
+def test_photo_report_single_photo_labels_are_not_photo_queries_and_empty_types_score_zero():
+    from embeddings.evaluation import photo_report
+
+    catalog = _unit([[1, 0], [0, 1], [0, 1]])
+    photos = _unit([[1, 0], [0, 1], [0.1, 1]])
+    rep = photo_report(
+        photos,
+        ["Blazer", "Shoes", "Shoes"],
+        catalog,
+        ["Tshirts", "Shoes", "Shoes"],
+        {"Blazer": ["Blazers"], "Shoes": ["Shoes"]},
+        lambda texts: _unit([[1, 0]] * len(texts)),
+        k=1,
+    )
+    # The blazer photo has nothing relevant in this catalog: 0, and the ceiling says so.
+    assert rep["photo2catalog_by_label"]["Blazer"]["p@10"] == 0.0
+    assert rep["photo2catalog_ceiling"] == pytest.approx(2 / 3)
+    # Only the two shoe photos query photos; each finds the other shoe.
+    assert rep["photo2photo_p@10"] == 1.0
+    # Identical prompts: argmax takes the first class (Blazer), right for 1 of 3.
+    assert rep["photo_zero_shot_acc"] == pytest.approx(1 / 3)
+
+
+def test_format_report_shows_photo_rows_only_when_measured():
+    from embeddings.evaluation import format_report
+
+    plain = format_report({"model": {"img2img_type_p@10": 0.5}})
+    assert "shopper photo" not in plain
+    assert "text->image P@10" in plain  # catalog rows stay, with '-' when absent
+    both = format_report(
+        {"model": {"photo2catalog_p@10": 0.25}, "random-init": {"photo2catalog_p@10": 0.125}}
+    )
+    line = next(x for x in both.splitlines() if x.startswith("shopper photo->catalog"))
+    assert line.split()[-2:] == ["0.250", "0.125"]

@@ -2,8 +2,12 @@
 
 Encodes the images into a VectorIndex and prints image->image, text->image, title->product and
 zero-shot figures beside those of a random-init model of the same architecture (the floor).
-Optional: hybrid (word ranking + RRF) vs vector-only retrieval, the "no good match" threshold, and
-prompt templates. The maths lives in :mod:`embeddings.evaluation` and :mod:`embeddings.hybrid`.
+By default (``--split auto``) a manifest the model card lists as a training source is
+scored on the products train_model held out, any other manifest whole.
+Optional: shopper photos (``--photos`` + ``--label-map``: photo->catalog, photo->photo and
+zero-shot label figures), hybrid (word ranking + RRF) vs vector-only retrieval, the "no good
+match" threshold, and prompt templates. The maths lives in :mod:`embeddings.evaluation` and
+:mod:`embeddings.hybrid`; which data is scored in :mod:`embeddings.evaluation_splits`.
 """
 
 from __future__ import annotations
@@ -55,9 +59,11 @@ class Command(BaseCommand):
         parser.add_argument("--title-column", default="title")
         parser.add_argument(
             "--split",
-            choices=["val", "all"],
-            default="val",
-            help="val: exactly the products train_model held out (split read from the model card when present)",
+            choices=["auto", "val", "all"],
+            default="auto",
+            help="val: exactly the products train_model held out (split read from the model card when "
+            "present); all: every product; auto (default): val when the model card lists this manifest "
+            "as a training source, else all",
         )
         parser.add_argument(
             "--val-size",
@@ -69,6 +75,26 @@ class Command(BaseCommand):
         parser.add_argument("--split-salt", default=None)
         parser.add_argument(
             "--limit", type=int, default=None, help="evaluate only the first N selected products"
+        )
+        parser.add_argument(
+            "--photos",
+            default=None,
+            help="shopper-photo set CSV (path, label; optionally sender_id): photo->catalog, "
+            "photo->photo and zero-shot label figures (needs --label-map)",
+        )
+        parser.add_argument("--photos-root", default=None, help="default: the photo set's folder")
+        parser.add_argument(
+            "--label-map",
+            default=None,
+            help="JSON or CSV mapping each photo label to the catalog types (--type-column values) "
+            "that answer it (see docs/EVALUATION.md)",
+        )
+        parser.add_argument(
+            "--photo-senders",
+            choices=["auto", "val", "all"],
+            default="auto",
+            help="val: only photos of the senders train_model holds out; all: every photo; auto "
+            "(default): val when the model card's training_config.photo_sources lists the photo set",
         )
         parser.add_argument("--device", default="cpu")
         parser.add_argument("--batch-size", type=int, default=64)
@@ -95,9 +121,9 @@ class Command(BaseCommand):
 
     # -- helpers ----------------------------------------------------------------------------
     def _select(
-        self, opts: dict[str, Any], pretrained: str | None
+        self, opts: dict[str, Any], card: dict[str, Any], model: str
     ) -> tuple[list[Any], dict[str, Any]]:
-        from embeddings.training.checkpoint import card_path_for
+        from embeddings.evaluation_splits import VAL, choose_catalog_split
         from embeddings.training.data import (
             DEFAULT_SPLIT_SALT,
             ManifestError,
@@ -116,11 +142,10 @@ class Command(BaseCommand):
             records = read_manifest(opts["manifest"], opts["images_root"], required=required)
         except ManifestError as exc:
             raise CommandError(str(exc)) from exc
-        split_info: dict[str, Any] = {"split": opts["split"]}
-        if opts["split"] == "val":
-            card_split: dict[str, Any] = {}
-            if pretrained and Path(pretrained).is_file() and card_path_for(pretrained).is_file():
-                card_split = json.loads(card_path_for(pretrained).read_text()).get("split", {})
+        choice = choose_catalog_split(card, opts["manifest"], opts["split"], model)
+        split_info: dict[str, Any] = {"split": choice.split}
+        if choice.split == VAL:
+            card_split: dict[str, Any] = card.get("split") or {}
             fraction = (
                 opts["val_fraction"]
                 if opts["val_fraction"] is not None
@@ -133,19 +158,114 @@ class Command(BaseCommand):
                 fraction = None
             salt = opts["split_salt"] or card_split.get("salt") or DEFAULT_SPLIT_SALT
             try:
+                # An extra training source was trained on except the primary's held-out ids.
+                basis = (
+                    read_manifest(
+                        choice.primary[0],
+                        choice.primary[1],
+                        required=("path", "product_id"),
+                        check_files=False,
+                    )
+                    if choice.primary
+                    else records
+                )
                 val = validation_ids(
-                    records, fraction=fraction if size is None else None, size=size, salt=salt
+                    basis, fraction=fraction if size is None else None, size=size, salt=salt
                 )
             except ManifestError as exc:
-                raise CommandError(str(exc)) from exc
+                raise CommandError(
+                    f"{exc} Use --split all for a manifest the model was not trained on."
+                ) from exc
             records = [r for r in records if r.product_id in val]
             split_info.update(
                 val_size=size, val_fraction=fraction if size is None else None, salt=salt
             )
+        split_info["split_reason"] = choice.reason(len(records))
         if opts["limit"]:
             records = records[: opts["limit"]]
+            split_info["split_reason"] += f"; the first {len(records)} with --limit"
         split_info["products"] = len(records)
         return records, split_info
+
+    def _photo_set(
+        self, opts: dict[str, Any], card: dict[str, Any], model: str, types: list[str]
+    ) -> tuple[list[Any], Any, dict[str, Any]]:
+        """The photos to score (labels the map maps), the label map, and what to record."""
+        from collections import Counter
+
+        from embeddings.evaluation_photos import (
+            PhotoSetError,
+            absent_catalog_types,
+            held_out_photos,
+            load_label_map,
+            read_photo_manifest,
+            unmapped_labels,
+        )
+        from embeddings.evaluation_splits import VAL, choose_photo_senders
+
+        if not opts["label_map"]:
+            raise CommandError(
+                "--photos needs --label-map FILE: which catalog types answer each photo label "
+                "(docs/evaluation/clothing-dataset-to-myntra.json is the one for the shared shopper photos)."
+            )
+        try:
+            label_map = load_label_map(opts["label_map"])
+            photos = read_photo_manifest(opts["photos"], opts["photos_root"])
+        except PhotoSetError as exc:
+            raise CommandError(str(exc)) from exc
+        unmapped = unmapped_labels(photos, label_map)
+        if unmapped:
+            listed = ", ".join(f"{lab!r} ({n} photos)" for lab, n in sorted(unmapped.items()))
+            raise CommandError(
+                f"Photo labels {listed} are neither mapped nor ignored by {opts['label_map']}: add "
+                'each to "labels" with the catalog types that answer it, or to "ignore".'
+            )
+        absent = absent_catalog_types(label_map, (t for t in types if t))
+        if absent:
+            listed = ", ".join(f"{t} ({', '.join(labs)})" for t, labs in sorted(absent.items()))
+            self.stdout.write(
+                self.style.WARNING(
+                    f"warning: catalog types in the label map that this catalog lacks: {listed}"
+                )
+            )
+        choice = choose_photo_senders(card, opts["photos"], opts["photo_senders"], model)
+        if choice.senders == VAL:
+            photos = held_out_photos(photos, choice.fraction, choice.salt)
+        ignored = sum(1 for p in photos if p.label in label_map.ignore)
+        photos = [p for p in photos if p.label in label_map.catalog_types]
+        if not photos:
+            raise CommandError(
+                f"No photo of {opts['photos']} is left to score ({choice.senders} senders, "
+                "labels the map maps); try --photo-senders all."
+            )
+        info: dict[str, Any] = {
+            "manifest": str(Path(opts["photos"]).resolve()),
+            "images_root": str(Path(opts["photos_root"] or Path(opts["photos"]).parent).resolve()),
+            "label_map": opts["label_map"],
+            "senders": choice.senders,
+            "senders_reason": choice.reason(len(photos), len({p.sender for p in photos})),
+            "count": len(photos),
+            "ignored_photos": ignored,
+            "labels": dict(sorted(Counter(p.label for p in photos).items())),
+        }
+        if choice.senders == VAL:
+            info.update(sender_val_fraction=choice.fraction, sender_salt=choice.salt)
+        return photos, label_map, info
+
+    def _encode_photos(self, encoder: Any, photos: list[Any], desc: str, batch: int) -> np.ndarray:
+        from embeddings.encoder import ImageDecodeError, load_image
+
+        out = []
+        for s in tqdm(range(0, len(photos), batch), desc=desc, unit="batch"):
+            images = []
+            for p in photos[s : s + batch]:
+                try:
+                    # Decoded as a shopper's photo query is: no larger than the model needs.
+                    images.append(load_image(p.image_path, min_side=encoder.decode_side))
+                except ImageDecodeError as exc:
+                    raise CommandError(f"Photo {p.image_path} cannot be read: {exc}") from exc
+            out.append(encoder.encode_images(images))
+        return np.concatenate(out)
 
     def _encode_images(self, encoder: Any, records: list[Any], desc: str, batch: int) -> np.ndarray:
         from embeddings.encoder import load_image
@@ -176,14 +296,19 @@ class Command(BaseCommand):
         import torch
 
         from embeddings.encoder import ClipEncoder, ModelLoadError
-        from embeddings.evaluation import format_report, retrieval_report
+        from embeddings.evaluation import format_report, photo_report, retrieval_report
+        from embeddings.evaluation_splits import read_card
 
         torch.set_num_threads(max(1, opts["threads"]))
         model = opts["model"] or settings.EMBEDDINGS_MODEL
         pretrained = (
             opts["pretrained"] if opts["pretrained"] is not None else settings.EMBEDDINGS_PRETRAINED
         )
-        records, split_info = self._select(opts, pretrained)
+        try:
+            card = read_card(pretrained)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        records, split_info = self._select(opts, card, model)
         if len(records) < 11:
             raise CommandError(
                 f"Only {len(records)} products selected; need at least 11 for P@10. Use --split all or a bigger --limit."
@@ -192,12 +317,20 @@ class Command(BaseCommand):
         titles = [r.get(ticol) for r in records]
         types = [r.get(tcol) for r in records]
         colours = [r.get(ccol) for r in records]
-        self.stdout.write(
-            f"{len(records)} products ({split_info}); model {model} weights {pretrained}"
-        )
-
+        shown = {k: v for k, v in split_info.items() if k != "split_reason"}
+        self.stdout.write(f"{len(records)} products ({shown}); model {model} weights {pretrained}")
+        self.stdout.write(f"split: {split_info['split']} ({split_info['split_reason']})")
+        photos: list[Any] = []
+        label_map = None
         results: dict[str, Any] = {"model": model, "pretrained": pretrained, **split_info}
-        columns: dict[str, dict[str, float]] = {}
+        if opts["photos"]:
+            photos, label_map, results["photos"] = self._photo_set(opts, card, model, types)
+            info = results["photos"]
+            self.stdout.write(
+                f"{info['count']} shopper photos ({info['ignored_photos']} with ignored labels left out); "
+                f"photo senders: {info['senders']} ({info['senders_reason']})"
+            )
+        columns: dict[str, dict[str, Any]] = {}
         runs = [("model", pretrained)] + ([] if opts["no_floor"] else [("random-init", None)])
         main_state: dict[str, Any] = {}
         for label, weights in runs:
@@ -217,6 +350,23 @@ class Command(BaseCommand):
                 emb, titles, types, colours, encoder.encode_texts, search=search
             )
             columns[label]["synonym_p@10"] = self._synonyms(encoder, search, types)
+            if photos:
+                assert label_map is not None
+                photo_emb = self._encode_photos(
+                    encoder, photos, f"encoding photos ({label})", opts["batch_size"]
+                )
+                columns[label].update(
+                    photo_report(
+                        photo_emb,
+                        [p.label for p in photos],
+                        emb,
+                        types,
+                        label_map.catalog_types,
+                        encoder.encode_texts,
+                        prompts=label_map.prompts,
+                        catalog_search=search,
+                    )
+                )
             if label == "model":
                 main_state = {"encoder": encoder, "emb": emb, "search": search, "index": index}
         results["metrics"] = columns
@@ -225,6 +375,15 @@ class Command(BaseCommand):
             "shopper-synonym queries P@10 (e.g. 'sneakers'): "
             + ", ".join(f"{k} {v['synonym_p@10']:.3f}" for k, v in columns.items())
         )
+        if photos:
+            for name, col in columns.items():
+                self.stdout.write(
+                    f"shopper photo->catalog P@10 by label ({name}): "
+                    + ", ".join(
+                        f"{lab} {row['p@10']:.2f} ({row['photos']:.0f})"
+                        for lab, row in col["photo2catalog_by_label"].items()
+                    )
+                )
         enc, emb, search = main_state["encoder"], main_state["emb"], main_state["search"]
         if opts["hybrid"]:
             results["hybrid"] = self._hybrid(
