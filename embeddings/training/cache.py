@@ -25,8 +25,10 @@ DEFAULT_CACHE_DIR = (
 )
 
 
-def decode_square(path: str, size: int) -> np.ndarray:
-    """One image as a ``(size, size, 3)`` uint8 RGB array (squashed, bicubic).
+def decode_square(path: str, size: int, crop: bool = False) -> np.ndarray:
+    """One image as a ``(size, size, 3)`` uint8 RGB array (squashed, bicubic; ``crop``: the
+    shorter side resized to ``size`` and the centre cropped, as the eval transform does - for
+    photos that are not square, such as shoppers' phone photos).
 
     Unreadable files become mid-grey so one bad file does not stop a long cache build; the
     caller counts them through :func:`build_image_cache`'s return value.
@@ -37,13 +39,20 @@ def decode_square(path: str, size: int) -> np.ndarray:
         img = load_image(path)
     except ImageDecodeError:
         return np.full((size, size, 3), 128, dtype=np.uint8)
+    if crop:
+        w, h = img.size
+        scale = size / min(w, h)
+        img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
+        w, h = img.size
+        left, top = (w - size) // 2, (h - size) // 2
+        return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
     return np.asarray(img.resize((size, size), Image.BICUBIC), dtype=np.uint8)
 
 
-def _decode_chunk(args: tuple[list[str], int]) -> np.ndarray:
-    paths, size = args
+def _decode_chunk(args: tuple[list[str], int, bool]) -> np.ndarray:
+    paths, size, crop = args
     return (
-        np.stack([decode_square(p, size) for p in paths])
+        np.stack([decode_square(p, size, crop) for p in paths])
         if paths
         else np.zeros((0, size, size, 3), np.uint8)
     )
@@ -69,6 +78,7 @@ def build_image_cache(
     workers: int = 2,
     chunk: int = 256,
     desc: str = "decoding images",
+    crop: bool = False,
 ) -> np.ndarray:
     """Returns the ``(len(paths), size, size, 3)`` uint8 array of the images, in order.
 
@@ -79,11 +89,12 @@ def build_image_cache(
     if cache_dir is not None:
         cache_dir = Path(cache_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
-        cache_file = cache_dir / f"img{size}-{len(paths)}-{cache_key(paths, size)}.npy"
+        kind = "crop" if crop else "img"
+        cache_file = cache_dir / f"{kind}{size}-{len(paths)}-{cache_key(paths, size)}.npy"
         if cache_file.is_file():
             return np.load(cache_file, mmap_mode="r")
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
-    jobs = [(list(paths[i : i + chunk]), size) for i in range(0, len(paths), chunk)]
+    jobs = [(list(paths[i : i + chunk]), size, crop) for i in range(0, len(paths), chunk)]
     bar = tqdm(total=len(paths), desc=desc, unit="img")
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:

@@ -61,6 +61,17 @@ class Source:
 
 
 @dataclass
+class PhotoSource:
+    """A labelled photo set (``path``, ``label``, ``sender_id``: e.g. shoppers' phone photos)
+    and the label map naming the catalog types that answer each label. Photos of the senders
+    :func:`embeddings.training.data.photo_sender_is_validation` holds out never train."""
+
+    manifest: str
+    label_map: str
+    images_root: str | None = None
+
+
+@dataclass
 class TrainConfig:
     """Everything a run depends on; recorded verbatim in the model card."""
 
@@ -112,6 +123,18 @@ class TrainConfig:
     # costs no image forward or backward pass: many epochs of head + text training in minutes.
     lock_image_trunk: bool = False
     trunk_views: int = 2
+    # With lock_image_trunk: how much of the trunk's end still trains on the cached maps
+    # (0: nothing, pooled features cached; 1: the final 1x1 conv; 2: + the last block; ...).
+    trunk_tail: int = 0
+    # With lock_image_trunk: phone-photo-like views (embeddings.training.augment) per image of
+    # the first manifest and of the photo sets, replacing trunk_views' crops; 0 = off.
+    phone_views: int = 0
+    photo_sources: list[PhotoSource] = field(default_factory=list)
+    # Pretrained image trunk (an ONNX classifier or a state dict), loaded after ``init``.
+    image_init: str | None = None
+    # A checkpoint whose text side (every weight outside ``visual.``) is copied in after
+    # ``init``: keeps a trained text tower when the image tower changes.
+    text_init: str | None = None
     precision: str = "fp32"  # "bf16": autocast matmuls/convs (about 2x faster on AVX512-BF16 CPUs)
     augment: bool = True
     command: str = ""
@@ -318,6 +341,12 @@ class Dataset:
     val_images: np.ndarray
     sources: list[dict[str, Any]]
     val_ids: set[str]
+    # Per train item: index of its source block in ``blocks`` (catalog manifests, then photo sets).
+    item_block: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+    val_photos: np.ndarray | None = None  # held-out senders' photos, uint8 at the training size
+    val_photo_labels: list[str] = field(default_factory=list)
+    photo_types: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def load_data(cfg: TrainConfig, size: int, tokenizer: Any) -> Dataset:
@@ -337,6 +366,8 @@ def load_data(cfg: TrainConfig, size: int, tokenizer: Any) -> Dataset:
         salt=cfg.split_salt,
     )
     image_blocks, train_records, val_records, val_blocks, source_info = [], [], [], [], []
+    item_block: list[np.ndarray] = []
+    blocks: list[dict[str, Any]] = []
     for i, (src, recs) in enumerate(zip(cfg.sources, per_source, strict=True)):
         arr = build_image_cache(
             [r.image_path for r in recs],
@@ -347,6 +378,10 @@ def load_data(cfg: TrainConfig, size: int, tokenizer: Any) -> Dataset:
         )
         train_idx = [j for j, r in enumerate(recs) if r.product_id not in val_ids]
         image_blocks.append(np.asarray(arr[train_idx]))
+        item_block.append(np.full(len(train_idx), len(blocks), np.int64))
+        blocks.append(
+            {"paths": [recs[j].image_path for j in train_idx], "studio": True, "primary": i == 0}
+        )
         train_records.extend(recs[j] for j in train_idx)
         if i == 0:
             v_idx = [j for j, r in enumerate(recs) if r.product_id in val_ids]
@@ -361,6 +396,15 @@ def load_data(cfg: TrainConfig, size: int, tokenizer: Any) -> Dataset:
                 "held_out_rows": len(recs) - len(train_idx),
             }
         )
+    photo_info, val_photos, val_photo_labels, photo_types = _load_photo_sources(cfg, size)
+    for block in photo_info:
+        image_blocks.append(block.pop("images"))
+        train_records.extend(block.pop("records"))
+        item_block.append(np.full(len(image_blocks[-1]), len(blocks), np.int64))
+        blocks.append(
+            {"paths": block.pop("paths"), "studio": False, "primary": False, "crop": True}
+        )
+        source_info.append(block)
     value_index: dict[tuple[int, str], int] = {}
 
     def value_id(column: int, value: str) -> int:
@@ -407,7 +451,85 @@ def load_data(cfg: TrainConfig, size: int, tokenizer: Any) -> Dataset:
         val_images=np.concatenate(val_blocks),
         sources=source_info,
         val_ids=val_ids,
+        item_block=np.concatenate(item_block),
+        blocks=blocks,
+        val_photos=val_photos,
+        val_photo_labels=val_photo_labels,
+        photo_types=photo_types,
     )
+
+
+def _load_photo_sources(
+    cfg: TrainConfig, size: int
+) -> tuple[list[dict[str, Any]], np.ndarray | None, list[str], dict[str, tuple[str, ...]]]:
+    """Training blocks of the photo sets' kept senders, and the held-out senders' photos.
+
+    A photo trains as a product whose title is its label's prompt words ("t-shirt") and whose
+    articleType is the first catalog type its label maps to, so the caption and label terms
+    pull it towards the catalog products of that type."""
+    from embeddings.evaluation_photos import PhotoSetError, load_label_map, read_photo_manifest
+    from embeddings.training.data import (
+        PHOTO_SPLIT_SALT,
+        PHOTO_VAL_FRACTION,
+        photo_sender_is_validation,
+    )
+
+    blocks: list[dict[str, Any]] = []
+    val_imgs: list[np.ndarray] = []
+    val_labels: list[str] = []
+    types: dict[str, tuple[str, ...]] = {}
+    for src in cfg.photo_sources:
+        try:
+            label_map = load_label_map(src.label_map)
+            photos = read_photo_manifest(src.manifest, src.images_root)
+        except PhotoSetError as exc:
+            raise TrainingSetupError(str(exc)) from exc
+        photos = [p for p in photos if p.label in label_map.catalog_types]
+        if not photos:
+            raise TrainingSetupError(
+                f"No photo of {src.manifest} has a label that {src.label_map} maps to catalog types."
+            )
+        types.update(label_map.catalog_types)
+        held = [photo_sender_is_validation(p.sender) for p in photos]
+        arr = build_image_cache(
+            [p.image_path for p in photos],
+            size,
+            cache_dir=cfg.cache_dir,
+            workers=cfg.workers,
+            desc=f"decoding {Path(src.manifest).parent.name}",
+            crop=True,
+        )
+        keep = [j for j, h in enumerate(held) if not h]
+        out = [j for j, h in enumerate(held) if h]
+        records = [
+            Record(
+                photos[j].image_path,
+                f"photo:{photos[j].image_path}",
+                label_map.prompts.get(photos[j].label) or photos[j].label,
+                {"articleType": label_map.catalog_types[photos[j].label][0]},
+            )
+            for j in keep
+        ]
+        blocks.append(
+            {
+                "images": np.asarray(arr[keep]),
+                "records": records,
+                "paths": [photos[j].image_path for j in keep],
+                "manifest": str(Path(src.manifest).resolve()),
+                "images_root": str(Path(src.images_root or Path(src.manifest).parent).resolve()),
+                "label_map": str(Path(src.label_map).resolve()),
+                "val_fraction": PHOTO_VAL_FRACTION,
+                "salt": PHOTO_SPLIT_SALT,
+                "rows": len(photos),
+                "train_rows": len(keep),
+                "held_out_rows": len(out),
+                "held_out_senders": len({photos[j].sender for j in out}),
+            }
+        )
+        val_imgs.append(np.asarray(arr[out]))
+        val_labels.extend(photos[j].label for j in out)
+    val = np.concatenate(val_imgs) if val_imgs else None
+    return blocks, val, val_labels, types
 
 
 # -- evaluation during training -----------------------------------------------------------------
@@ -450,15 +572,51 @@ def validate(
     try:
         emb = encode_uint8_images(model, data.val_images, mean, std, size)
         recs = data.val_records
-        return retrieval_report(
+        report = retrieval_report(
             emb,
             [r.title for r in recs],
             [r.get("articleType") for r in recs],
             [r.get("baseColour") for r in recs],
             text_encoder_fn(model, tokenizer),
         )
+        if data.val_photos is not None and len(data.val_photos) > 10:
+            photos = encode_uint8_images(model, data.val_photos, mean, std, size)
+            report.update(
+                photo_figures(
+                    photos,
+                    data.val_photo_labels,
+                    emb,
+                    [r.get("articleType") for r in recs],
+                    data.photo_types,
+                )
+            )
+        return report
     finally:
         model.train(was_training)
+
+
+def photo_figures(
+    photos: np.ndarray,
+    labels: Sequence[str],
+    catalog: np.ndarray,
+    catalog_types: Sequence[str],
+    label_types: dict[str, tuple[str, ...]],
+    k: int = 10,
+) -> dict[str, float]:
+    """Held-out senders' photos: photo->photo P@10 (same label) and photo->catalog P@10 (a
+    catalog type the label maps to), from normalised embeddings."""
+    lab = np.asarray(labels)
+    sims = photos @ photos.T
+    np.fill_diagonal(sims, -np.inf)
+    top = np.argsort(-sims, axis=1)[:, :k]
+    p2p = float((lab[top] == lab[:, None]).mean())
+    ctop = np.argsort(-(photos @ catalog.T), axis=1)[:, :k]
+    ctypes = np.asarray(catalog_types)
+    hits = [
+        np.isin(ctypes[row], label_types.get(lbl, ())).mean()
+        for row, lbl in zip(ctop, lab, strict=True)
+    ]
+    return {"photo2photo_p@10": p2p, "photo2catalog_p@10": float(np.mean(hits))}
 
 
 # -- the loop -----------------------------------------------------------------------------------
@@ -638,8 +796,20 @@ def train_model(
             f"--image-size {size} differs from the model config's vision_cfg.image_size {cfg_image_size}; "
             "set them equal (the checkpoint's preprocessing comes from the config)."
         )
+    inits: dict[str, Any] = {}
+    if cfg.image_init:
+        from embeddings.training.onnx_import import ImageInitError, init_image_tower
+
+        try:
+            inits["image_init"] = init_image_tower(model, cfg.image_init)
+        except ImageInitError as exc:
+            raise TrainingSetupError(str(exc)) from exc
+        log(f"image tower initialised from {cfg.image_init}: {inits['image_init']}")
+    if cfg.text_init:
+        inits["text_init"] = copy_text_side(model, cfg.text_init)
+        log(f"text side copied from {cfg.text_init}: {inits['text_init']['tensors']} tensors")
     token_init = False
-    if cfg.init_token_embeddings and cfg.init == "random":
+    if cfg.init_token_embeddings and cfg.init == "random" and not cfg.text_init:
         token_init = init_token_embeddings_from_minilm(model)
         log(f"token embeddings initialised from MiniLM: {token_init}")
     if cfg.lock_image and cfg.lock_image_trunk:
@@ -661,6 +831,20 @@ def train_model(
             raise TrainingSetupError(f"--trunk-views {cfg.trunk_views} must be at least 1.")
         for p in model.visual.trunk.parameters():
             p.requires_grad_(False)
+    split = None
+    if cfg.lock_image_trunk and (cfg.trunk_tail > 0 or cfg.phone_views > 0):
+        from embeddings.training.views import TrunkSplit, describe
+
+        try:
+            split = TrunkSplit(model.visual.trunk, cfg.trunk_tail)
+        except ValueError as exc:
+            raise TrainingSetupError(str(exc)) from exc
+        for p in split.tail_parameters():
+            p.requires_grad_(True)
+        inits["trunk_split"] = describe(split)
+    elif cfg.trunk_tail or cfg.phone_views:
+        raise TrainingSetupError("--trunk-tail and --phone-views need --lock-image-trunk.")
+    cfg.extra_card.update(inits)  # what the towers started from, for the model card
     model.to(device)
     mean, std = _model_norm(model)
 
@@ -678,9 +862,12 @@ def train_model(
     )
     trunk_cache = (
         cached_trunk_features(model, data.images, cfg, mean, std, size, device)
-        if cfg.lock_image_trunk
+        if cfg.lock_image_trunk and split is None
         else None
     )
+    view_cache = view_index = None
+    if split is not None:
+        view_cache, view_index = _view_cache(model, split, data, cfg, mean, std, size)
 
     head = None
     teacher_caps = teacher_words = None
@@ -749,7 +936,7 @@ def train_model(
                 idx = grouped.sample(rng)
             else:
                 idx = np.sort(perm[b * cfg.batch_size : (b + 1) * cfg.batch_size])
-            if trunk_cache is None:
+            if trunk_cache is None and view_cache is None:
                 x = to_model_input(data.images[idx], mean, std, size)
                 if cfg.augment:
                     x = augment_batch(x, gen)
@@ -762,7 +949,14 @@ def train_model(
                     caps.append(options[1 + int(rng.integers(len(options) - 1))])
             cap_ids = torch.tensor(caps)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-                if trunk_cache is not None:
+                if view_cache is not None:
+                    assert split is not None and view_index is not None
+                    from embeddings.training.views import sample_views
+
+                    rows = sample_views(view_index, np.asarray(idx), rng)
+                    maps = torch.from_numpy(view_cache[rows])
+                    img_raw = model.visual.head(split.tail(maps.float().to(device)))
+                elif trunk_cache is not None:
                     view = torch.from_numpy(rng.integers(trunk_cache.shape[0], size=len(idx)))
                     feats = trunk_cache[view, torch.from_numpy(np.asarray(idx))]
                     img_raw = model.visual.head(feats.to(device))
@@ -848,6 +1042,8 @@ def train_model(
             step=step,
             total_steps=total_steps,
         )
+        if inits:  # what --image-init/--text-init loaded and which trunk modules trained
+            card["initialisation"] = inits
         write_card(card_path_for(cfg.output), card)
         if stopped_early:
             log(f"stopped at the time limit of {cfg.time_limit_minutes} minutes")
@@ -885,7 +1081,11 @@ def _card(
         "parameters": n_params,
         "image_size": size,
         "init": cfg.init,
-        "image_tower_locked": "trunk (head trained)" if cfg.lock_image_trunk else cfg.lock_image,
+        "image_tower_locked": (
+            ("trunk prefix (tail + head trained)" if cfg.trunk_tail else "trunk (head trained)")
+            if cfg.lock_image_trunk
+            else cfg.lock_image
+        ),
         "token_embeddings_from_minilm": token_init,
         "command": cfg.command,
         "training_config": cfg_dict,
@@ -920,3 +1120,90 @@ def _card(
     }
     card.update(cfg.extra_card)
     return card
+
+
+def copy_text_side(model: torch.nn.Module, checkpoint: str) -> dict[str, Any]:
+    """Copies every weight outside ``visual.`` (text tower, token embedding, projection, logit
+    scale) from ``checkpoint``; raises unless every one of them is there with the same shape
+    (a partly copied text side - say only the logit scale - would train as if it were new)."""
+    if not Path(checkpoint).is_file():
+        raise TrainingSetupError(f"--text-init {checkpoint} does not exist; pass a checkpoint .pt.")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    own = model.state_dict()
+    take = {
+        k: v.to(own[k].dtype)
+        for k, v in state.items()
+        if not k.startswith("visual.") and k in own and own[k].shape == v.shape
+    }
+    text_keys = [k for k in own if not k.startswith("visual.")]
+    lacking = [k for k in text_keys if k not in take]
+    if lacking:
+        raise TrainingSetupError(
+            f"--text-init {checkpoint} matches {len(take)} of this model's {len(text_keys)} text "
+            f"weights (missing or shaped differently: {lacking[:3]}); its text config differs."
+        )
+    model.load_state_dict(take, strict=False)
+    return {"source": str(checkpoint), "tensors": len(take), "of": len(text_keys)}
+
+
+def _view_cache(model, split, data: Dataset, cfg: TrainConfig, mean, std, size: int):
+    """Frozen-prefix maps of every training item's plain view and of the phone-like views of
+    the first manifest's and the photo sets' items (see embeddings.training.views)."""
+    from embeddings.training.views import view_maps
+
+    sources, studio, views = [], [], []
+    backgrounds = None
+    for k, block in enumerate(data.blocks):
+        count = int((data.item_block == k).sum())
+        wants = cfg.phone_views if (block.get("primary") or not block["studio"]) else 0
+        src = None
+        if wants and cfg.augment:
+            src = np.asarray(
+                build_image_cache(
+                    block["paths"],
+                    max(size, 224),
+                    cache_dir=cfg.cache_dir,
+                    workers=cfg.workers,
+                    desc="decoding originals for phone views",
+                    crop=bool(block.get("crop")),
+                )
+            )
+        sources.append(src if src is not None else np.zeros((count, 1, 1, 3), np.uint8))
+        studio.append(bool(block["studio"]))
+        views.append(wants if src is not None else 0)
+    # Room textures for the catalog's swapped backgrounds: the training photos' own scenes.
+    for k, block in enumerate(data.blocks):
+        if not block["studio"] and views[k]:
+            backgrounds = sources[k][:: max(1, len(sources[k]) // 400)]
+            break
+
+    def to_input(imgs: np.ndarray) -> torch.Tensor:
+        return to_model_input(imgs, mean, std, size)
+
+    was = split.trunk.training
+    split.trunk.eval()
+    # channels_last about halves the frozen passes' time on CPU; the tower goes back after.
+    split.trunk.to(memory_format=torch.channels_last)
+    # The views are drawn in workers - 1 processes beside this one: leave them their cores.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads - max(0, cfg.workers - 1)))
+    try:
+        return view_maps(
+            split,
+            to_input,
+            data.images,
+            sources,
+            studio,
+            views,
+            size,
+            cfg.seed,
+            backgrounds,
+            cache_dir=cfg.cache_dir,
+            workers=cfg.workers,
+        )
+    finally:
+        torch.set_num_threads(threads)
+        split.trunk.to(memory_format=torch.contiguous_format)
+        split.trunk.train(was)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -172,6 +173,52 @@ class Command(BaseCommand):
             help="with --lock-image-trunk: feature passes per image, the plain image then random "
             "crops/flips (default 2)",
         )
+        parser.add_argument(
+            "--trunk-tail",
+            type=int,
+            default=0,
+            help="with --lock-image-trunk on a timm MobileNet/EfficientNet tower: how much of the "
+            "trunk's end still trains on cached maps (1: the final 1x1 conv; 2: + the last block; "
+            "default 0: nothing, pooled features cached)",
+        )
+        parser.add_argument(
+            "--phone-views",
+            type=int,
+            default=0,
+            help="with --lock-image-trunk: phone-photo-like views (background swap, tilt, light, "
+            "blur, noise, JPEG) cached per image of the first manifest and of --photos sets",
+        )
+        parser.add_argument(
+            "--photos",
+            action="append",
+            default=[],
+            metavar="MANIFEST",
+            help="a labelled photo set (path,label,sender_id) to train on as well; needs "
+            "--label-map; the senders evaluate holds out never train",
+        )
+        parser.add_argument(
+            "--photos-root",
+            default=None,
+            help="folder the --photos paths are relative to (default: each manifest's folder)",
+        )
+        parser.add_argument(
+            "--label-map",
+            default=None,
+            help="JSON/CSV map of the photo labels to catalog types and prompt words "
+            "(docs/evaluation/clothing-dataset-to-myntra.json)",
+        )
+        parser.add_argument(
+            "--image-init",
+            default=None,
+            help="pretrained image trunk to start from: a quantised ONNX classifier (e.g. the "
+            "Model Zoo's mobilenetv2-12-int8.onnx for timm mobilenetv2_100) or a state dict",
+        )
+        parser.add_argument(
+            "--text-init",
+            default=None,
+            help="a checkpoint whose text side (token embedding, text tower, projection, logit "
+            "scale) is copied in: keep a trained text tower when the image tower changes",
+        )
         parser.add_argument("--no-augment", action="store_true")
         parser.add_argument(
             "--skip-missing",
@@ -194,7 +241,7 @@ class Command(BaseCommand):
         from embeddings.training.cache import DEFAULT_CACHE_DIR
         from embeddings.training.data import DEFAULT_SPLIT_SALT, ManifestError
         from embeddings.training.modeling import TrainingSetupError
-        from embeddings.training.train import Source, TrainConfig, train
+        from embeddings.training.train import PhotoSource, Source, TrainConfig, train
 
         extras, roots = opts["extra_manifest"], opts["extra_images_root"]
         if roots and len(roots) != len(extras):
@@ -209,6 +256,18 @@ class Command(BaseCommand):
                 "--output must end in .pt (the config is written beside it as <output>.json)."
             )
         cache_dir = opts["cache_dir"]
+        if opts["photos"] and not opts["label_map"]:
+            raise CommandError(
+                "--photos needs --label-map FILE (which catalog types answer each photo label)."
+            )
+        photo_sources = [
+            PhotoSource(
+                str(Path(m).resolve()),
+                str(Path(opts["label_map"]).resolve()),
+                str(Path(opts["photos_root"]).resolve()) if opts["photos_root"] else None,
+            )
+            for m in opts["photos"]
+        ]
         cfg = TrainConfig(
             sources=sources,
             model_name=opts["model_name"],
@@ -249,6 +308,11 @@ class Command(BaseCommand):
             lock_image=opts["lock_image"],
             lock_image_trunk=opts["lock_image_trunk"],
             trunk_views=opts["trunk_views"],
+            trunk_tail=opts["trunk_tail"],
+            phone_views=opts["phone_views"],
+            photo_sources=photo_sources,
+            image_init=opts["image_init"],
+            text_init=opts["text_init"],
             skip_missing=opts["skip_missing"],
             time_limit_minutes=opts["time_limit"],
             command="python manage.py train_model "
