@@ -72,6 +72,14 @@ class TrunkSplit:
         x = t.blocks[self.split_at :](maps)
         return t.global_pool(t.bn2(t.conv_head(x))).flatten(1)
 
+    def prefix_state(self) -> list[torch.Tensor]:
+        """Every weight and buffer the prefix computes with (the cache key of its outputs)."""
+        t = self.trunk
+        if self.split_at is None:
+            return list(t.state_dict().values())
+        mods = [t.conv_stem, t.bn1, *t.blocks[: self.split_at]]
+        return [v for m in mods for v in m.state_dict().values()]
+
     def tail_parameters(self) -> list[torch.nn.Parameter]:
         return [p for m in self.tail_modules for p in m.parameters()]
 
@@ -102,72 +110,108 @@ def view_maps(
     """The prefix outputs (float16) of every view of every item, and ``(n, 1 + max views)``
     row indices into them (-1 = no such view). ``plain[i]`` is item i at the training size;
     ``sources[k]`` the larger originals of block k's items (or None: plain view only);
-    blocks are contiguous in item order and ``views[k]`` phone views are made per item."""
+    blocks are contiguous in item order and ``views[k]`` phone views are made per item.
+
+    Each block is cached on its own, keyed by the prefix's weights (not the tail's, which a
+    continued run has trained), its images and its view settings: adding a catalog to a run,
+    or continuing a run from its checkpoint, recomputes only what changed."""
     n = len(plain)
     max_views = 1 + max(views) if views else 1
     index = np.full((n, max_views), -1, dtype=np.int64)
-    index[:, 0] = np.arange(n)
-    jobs: list[tuple[int, int, int, bool]] = []  # (first item, count, views, studio)
-    start = 0
-    for src, v, st in zip(sources, views, studio, strict=True):
+    prefix_key = hashlib.sha1(f"{size}|{seed}|{split.split_at}".encode())
+    for t in split.prefix_state():
+        prefix_key.update(t.detach().cpu().contiguous().numpy().tobytes())
+    bg_key = hashlib.sha1(
+        np.ascontiguousarray(backgrounds).data if backgrounds is not None else b"none"
+    ).hexdigest()[:12]
+    parts: list[np.ndarray] = []
+    first = offset = 0
+    for k, (src, v, st) in enumerate(zip(sources, views, studio, strict=True)):
         count = len(src) if src is not None else 0
-        jobs.append((start, count, v if src is not None else 0, st))
-        start += count if src is not None else 0
-    total_views = n + sum(c * v for _, c, v, _ in jobs)
-    key = hashlib.sha1(f"{size}|{seed}|{views}|{studio}|{plain.shape}|{split.split_at}".encode())
-    for t in split.trunk.state_dict().values():
-        key.update(t.detach().cpu().contiguous().numpy().tobytes())
-    key.update(np.ascontiguousarray(plain[:: max(1, n // 512)]).data)
+        v = v if src is not None else 0
+        block = plain[first : first + count]
+        key = prefix_key.copy()
+        key.update(f"{k}|{count}|{v}|{st}|{bg_key if v and st else ''}".encode())
+        key.update(np.ascontiguousarray(block[:: max(1, count // 256)]).data)
+        items = np.arange(first, first + count)
+        for j in range(1 + v):
+            index[items, j] = offset + j * count + np.arange(count)
+        maps = cached_array(
+            cache_dir,
+            f"views-{count * (1 + v)}-{key.hexdigest()[:20]}",
+            lambda block=block, src=src, v=v, st=st, k=k: _block_maps(
+                split,
+                to_input,
+                block,
+                src,
+                v,
+                st,
+                size,
+                seed + 101 * k,
+                backgrounds,
+                workers,
+                batch,
+            ),
+        )
+        parts.append(maps)
+        first += count
+        offset += len(maps)
+    if first != n:
+        raise ValueError(f"the blocks cover {first} items, the plain images {n}")
+    return (np.concatenate(parts) if len(parts) > 1 else parts[0]), index
 
-    row = n
-    for first, count, v, _ in jobs:
-        for j in range(v):
-            index[first : first + count, 1 + j] = np.arange(row, row + count)
-            row += count
 
-    @torch.no_grad()
-    def build() -> np.ndarray:
-        out: np.ndarray | None = None
-        bar = tqdm(total=total_views, desc="frozen trunk, every view", unit="view")
+@torch.no_grad()
+def _block_maps(
+    split: TrunkSplit,
+    to_input: Callable[[np.ndarray], torch.Tensor],
+    plain: np.ndarray,
+    src: np.ndarray | None,
+    views: int,
+    studio: bool,
+    size: int,
+    seed: int,
+    backgrounds: np.ndarray | None,
+    workers: int,
+    batch: int,
+) -> np.ndarray:
+    """One block's rows: its plain views, then ``views`` rounds of phone views."""
+    count = len(plain)
+    total = count * (1 + views)
+    out: np.ndarray | None = None
+    bar = tqdm(total=total, desc=f"frozen trunk, {count} items x {1 + views} views", unit="view")
 
-        def put(rows: int, imgs: np.ndarray) -> None:
-            nonlocal out
-            x = to_input(imgs).contiguous(memory_format=torch.channels_last)
-            f = split.prefix(x).to(torch.float16).contiguous().numpy()
-            if out is None:
-                out = np.empty((total_views, *f.shape[1:]), dtype=np.float16)
-            out[rows : rows + len(f)] = f
-            bar.update(len(f))
+    def put(rows: int, imgs: np.ndarray) -> None:
+        nonlocal out
+        x = to_input(imgs).contiguous(memory_format=torch.channels_last)
+        f = split.prefix(x).to(torch.float16).contiguous().numpy()
+        if out is None:
+            out = np.empty((total, *f.shape[1:]), dtype=np.float16)
+        out[rows : rows + len(f)] = f
+        bar.update(len(f))
 
-        for s in range(0, n, batch):
-            put(s, plain[s : s + batch])
-        pos = n
-        tasks = []
-        for (_first, count, v, st), src in zip(jobs, sources, strict=True):
-            for j in range(v):
-                for s in range(0, count, batch):
-                    tasks.append(
-                        (
-                            pos + s,
-                            (src[s : s + batch], size, seed * 1000 + j * 7919 + s, st, backgrounds),
-                        )
-                    )
-                pos += count
-        if workers > 1:
-            with ProcessPoolExecutor(max_workers=workers - 1) as pool:
-                for (rows, _), imgs in zip(
-                    tasks, pool.map(_views_chunk, [a for _, a in tasks]), strict=True
-                ):
-                    put(rows, imgs)
-        else:
-            for rows, a in tasks:
-                put(rows, _views_chunk(a))
-        bar.close()
-        assert out is not None
-        return out
-
-    maps = cached_array(cache_dir, f"views-{total_views}-{key.hexdigest()[:20]}", build)
-    return maps, index
+    for s in range(0, count, batch):
+        put(s, plain[s : s + batch])
+    tasks = []
+    if src is not None:
+        for j in range(views):
+            for s in range(0, count, batch):
+                seed_js = seed * 1000 + j * 7919 + s
+                tasks.append(
+                    ((1 + j) * count + s, (src[s : s + batch], size, seed_js, studio, backgrounds))
+                )
+    if workers > 1 and tasks:
+        with ProcessPoolExecutor(max_workers=workers - 1) as pool:
+            for (rows, _), imgs in zip(
+                tasks, pool.map(_views_chunk, [a for _, a in tasks]), strict=True
+            ):
+                put(rows, imgs)
+    else:
+        for rows, a in tasks:
+            put(rows, _views_chunk(a))
+    bar.close()
+    assert out is not None or total == 0
+    return out if out is not None else np.zeros((0,), np.float16)
 
 
 def sample_views(index: np.ndarray, items: np.ndarray, rng: np.random.Generator) -> np.ndarray:
