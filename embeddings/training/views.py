@@ -119,8 +119,12 @@ def view_maps(
     max_views = 1 + max(views) if views else 1
     index = np.full((n, max_views), -1, dtype=np.int64)
     prefix_key = hashlib.sha1(f"{size}|{seed}|{split.split_at}".encode())
+    # Weights count to float16 precision, the precision checkpoints store: a run continued
+    # from its own checkpoint finds the maps its first part computed.
     for t in split.prefix_state():
-        prefix_key.update(t.detach().cpu().contiguous().numpy().tobytes())
+        t = t.detach().cpu()
+        t = t.half() if t.is_floating_point() else t
+        prefix_key.update(t.contiguous().numpy().tobytes())
     bg_key = hashlib.sha1(
         np.ascontiguousarray(backgrounds).data if backgrounds is not None else b"none"
     ).hexdigest()[:12]
