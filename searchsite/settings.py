@@ -497,11 +497,11 @@ EMBEDDINGS_QUERY_CACHE_SIZE = env_int("EMBEDDINGS_QUERY_CACHE_SIZE", 1024)
 # beyond it); its PCA layout and neighbour check take ~1 s at 5000 (README, Catalog map).
 EMBEDDINGS_MAP_MAX_POINTS = env_int("EMBEDDINGS_MAP_MAX_POINTS", 5000)
 # Suggestions on upload (admin product form): an uploaded image scoring at least this cosine
-# against another product's image is flagged "nearly identical". 0.985 is where copies of a photo
-# (re-encoded, resized) were told from different products of the same type at precision 0.99,
-# on 2,000 myntra-224 products with the starter model (README, Suggestions on upload);
-# calibrate again for another model.
-EMBEDDINGS_DUPLICATE_THRESHOLD = env_float("EMBEDDINGS_DUPLICATE_THRESHOLD", 0.985)
+# against another product's image is flagged "nearly identical". 0.988 is where copies of a photo
+# (re-encoded, resized, cropped, upscaled) were told from different products of the same type at
+# precision 0.99 (0.9872, rounded up), on 2,000 myntra-224 products with the MobileNetV2 starter
+# model; calibrate again for another model: scripts/calibrate_duplicates.py.
+EMBEDDINGS_DUPLICATE_THRESHOLD = env_float("EMBEDDINGS_DUPLICATE_THRESHOLD", 0.988)
 if not -1.0 <= EMBEDDINGS_DUPLICATE_THRESHOLD <= 1.0:
     raise ImproperlyConfigured(
         f"EMBEDDINGS_DUPLICATE_THRESHOLD={EMBEDDINGS_DUPLICATE_THRESHOLD}: use a cosine from -1 to 1."
