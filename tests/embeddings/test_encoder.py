@@ -192,3 +192,53 @@ def test_a_large_photo_is_decoded_and_shrunk_only_as_far_as_the_model_needs(
     a = encoder.encode_images([decoded])[0]
     b = encoder.encode_images([small])[0]
     assert float(a @ b) > 0.98
+
+
+def test_a_convolutional_tower_runs_channels_last_with_the_same_embeddings(tmp_path):
+    """timm (convolutional) image towers are run with channels-last tensors, about 2x faster on
+    CPU; the embeddings must be the model's own."""
+    import json
+
+    import open_clip
+    import torch
+
+    from embeddings.encoder import ClipEncoder, register_model_config
+
+    name = "test-tiny-mobilenet"
+    cfg = {
+        "embed_dim": 32,
+        "vision_cfg": {
+            "timm_model_name": "mobilenetv2_050",
+            "timm_model_pretrained": False,
+            "timm_pool": "avg",
+            "timm_proj": "mlp",
+            "image_size": 64,
+        },
+        "text_cfg": {
+            "context_length": 16,
+            "vocab_size": 49408,
+            "width": 32,
+            "heads": 2,
+            "layers": 1,
+        },
+    }
+    register_model_config(name, cfg)
+    torch.manual_seed(0)
+    model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None)
+    model.eval()
+    path = tmp_path / "mobile.pt"
+    torch.save({"state_dict": model.state_dict()}, path)
+    (tmp_path / "mobile.pt.json").write_text(json.dumps({"model_name": name, "model_cfg": cfg}))
+    colours = [(200, 30, 30), (30, 180, 40), (30, 60, 220)]
+    images = [Image.open(io.BytesIO(make_image(c))) for c in colours]
+    with torch.no_grad():
+        direct = model.encode_image(torch.stack([preprocess(i.convert("RGB")) for i in images]))
+    direct = torch.nn.functional.normalize(direct, dim=-1).numpy()
+
+    encoder = ClipEncoder(name, str(path), batch_size=2)
+    got = encoder.encode_images(images)
+    assert encoder._channels_last is True
+    assert next(p for p in encoder._model.visual.parameters() if p.ndim == 4).is_contiguous(
+        memory_format=torch.channels_last
+    )
+    np.testing.assert_allclose(got, direct, atol=1e-4)
