@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from open_clip.constants import IMAGENET_MEAN, IMAGENET_STD
+from open_clip.constants import OPENAI_DATASET_MEAN as OPENAI_MEAN
+from open_clip.constants import OPENAI_DATASET_STD as OPENAI_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "OPENAI_MEAN", "OPENAI_STD"]
 
 
 class ImageInitError(ValueError):

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from embeddings.evaluation import HEADLINE, retrieval_report
+from embeddings.evaluation import HEADLINE, photo_report, retrieval_report
 from embeddings.training.cache import DEFAULT_CACHE_DIR, build_image_cache, cached_array
 from embeddings.training.checkpoint import card_path_for, save_checkpoint, write_card
 from embeddings.training.data import (
@@ -47,6 +47,7 @@ from embeddings.training.modeling import (
     raw_model_config,
     resolve_model_config,
 )
+from embeddings.training.views import sample_views
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -347,6 +348,7 @@ class Dataset:
     val_photos: np.ndarray | None = None  # held-out senders' photos, uint8 at the training size
     val_photo_labels: list[str] = field(default_factory=list)
     photo_types: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    photo_prompts: dict[str, str] = field(default_factory=dict)
 
 
 def load_data(cfg: TrainConfig, size: int, tokenizer: Any) -> Dataset:
@@ -396,7 +398,9 @@ def load_data(cfg: TrainConfig, size: int, tokenizer: Any) -> Dataset:
                 "held_out_rows": len(recs) - len(train_idx),
             }
         )
-    photo_info, val_photos, val_photo_labels, photo_types = _load_photo_sources(cfg, size)
+    photo_info, val_photos, val_photo_labels, photo_types, photo_prompts = _load_photo_sources(
+        cfg, size
+    )
     for block in photo_info:
         image_blocks.append(block.pop("images"))
         train_records.extend(block.pop("records"))
@@ -456,13 +460,17 @@ def load_data(cfg: TrainConfig, size: int, tokenizer: Any) -> Dataset:
         val_photos=val_photos,
         val_photo_labels=val_photo_labels,
         photo_types=photo_types,
+        photo_prompts=photo_prompts,
     )
 
 
 def _load_photo_sources(
     cfg: TrainConfig, size: int
-) -> tuple[list[dict[str, Any]], np.ndarray | None, list[str], dict[str, tuple[str, ...]]]:
-    """Training blocks of the photo sets' kept senders, and the held-out senders' photos.
+) -> tuple[
+    list[dict[str, Any]], np.ndarray | None, list[str], dict[str, tuple[str, ...]], dict[str, str]
+]:
+    """Training blocks of the photo sets' kept senders, the held-out senders' photos and labels,
+    and the label maps' catalog types and prompt words.
 
     A photo trains as a product whose title is its label's prompt words ("t-shirt") and whose
     articleType is the first catalog type its label maps to, so the caption and label terms
@@ -478,6 +486,7 @@ def _load_photo_sources(
     val_imgs: list[np.ndarray] = []
     val_labels: list[str] = []
     types: dict[str, tuple[str, ...]] = {}
+    prompts: dict[str, str] = {}
     for src in cfg.photo_sources:
         try:
             label_map = load_label_map(src.label_map)
@@ -490,6 +499,7 @@ def _load_photo_sources(
                 f"No photo of {src.manifest} has a label that {src.label_map} maps to catalog types."
             )
         types.update(label_map.catalog_types)
+        prompts.update(label_map.prompts)
         held = [photo_sender_is_validation(p.sender) for p in photos]
         arr = build_image_cache(
             [p.image_path for p in photos],
@@ -529,7 +539,7 @@ def _load_photo_sources(
         val_imgs.append(np.asarray(arr[out]))
         val_labels.extend(photos[j].label for j in out)
     val = np.concatenate(val_imgs) if val_imgs else None
-    return blocks, val, val_labels, types
+    return blocks, val, val_labels, types, prompts
 
 
 # -- evaluation during training -----------------------------------------------------------------
@@ -581,42 +591,20 @@ def validate(
         )
         if data.val_photos is not None and len(data.val_photos) > 10:
             photos = encode_uint8_images(model, data.val_photos, mean, std, size)
-            report.update(
-                photo_figures(
-                    photos,
-                    data.val_photo_labels,
-                    emb,
-                    [r.get("articleType") for r in recs],
-                    data.photo_types,
-                )
+            photos_report = photo_report(
+                photos,
+                data.val_photo_labels,
+                emb,
+                [r.get("articleType") for r in recs],
+                data.photo_types,
+                text_encoder_fn(model, tokenizer),
+                prompts=data.photo_prompts,
             )
+            # The scalar figures only (the per-label breakdown is evaluate's to print).
+            report.update({k: v for k, v in photos_report.items() if isinstance(v, float)})
         return report
     finally:
         model.train(was_training)
-
-
-def photo_figures(
-    photos: np.ndarray,
-    labels: Sequence[str],
-    catalog: np.ndarray,
-    catalog_types: Sequence[str],
-    label_types: dict[str, tuple[str, ...]],
-    k: int = 10,
-) -> dict[str, float]:
-    """Held-out senders' photos: photo->photo P@10 (same label) and photo->catalog P@10 (a
-    catalog type the label maps to), from normalised embeddings."""
-    lab = np.asarray(labels)
-    sims = photos @ photos.T
-    np.fill_diagonal(sims, -np.inf)
-    top = np.argsort(-sims, axis=1)[:, :k]
-    p2p = float((lab[top] == lab[:, None]).mean())
-    ctop = np.argsort(-(photos @ catalog.T), axis=1)[:, :k]
-    ctypes = np.asarray(catalog_types)
-    hits = [
-        np.isin(ctypes[row], label_types.get(lbl, ())).mean()
-        for row, lbl in zip(ctop, lab, strict=True)
-    ]
-    return {"photo2photo_p@10": p2p, "photo2catalog_p@10": float(np.mean(hits))}
 
 
 # -- the loop -----------------------------------------------------------------------------------
@@ -951,8 +939,6 @@ def train_model(
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
                 if view_cache is not None:
                     assert split is not None and view_index is not None
-                    from embeddings.training.views import sample_views
-
                     rows = sample_views(view_index, np.asarray(idx), rng)
                     maps = torch.from_numpy(view_cache[rows])
                     img_raw = model.visual.head(split.tail(maps.float().to(device)))
