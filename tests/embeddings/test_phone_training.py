@@ -13,13 +13,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from embeddings.encoder import register_model_config
 from embeddings.training.data import photo_sender_is_validation
 from embeddings.training.modeling import TrainingSetupError
 from tests.embeddings.test_onnx_import import ONNX_TOWER_CFG, ONNX_TOWER_MODEL
-from tests.embeddings.test_training import COLOURS, TRAIN_CFG, TRAIN_MODEL, one_epoch_config
+from tests.embeddings.test_training import (
+    COLOURS,
+    TRAIN_CFG,
+    TRAIN_MODEL,
+    _draw,
+    one_epoch_config,
+)
 
 # Photo labels -> the shape manifest's articleType values (make_shapes_manifest: circle,
 # square, triangle) and the words a shopper would use.
@@ -41,18 +47,8 @@ def _draw_photo(shape: str, rng: random.Random) -> Image.Image:
     room = tuple(rng.randint(60, 180) for _ in range(3))
     noise = np.random.default_rng(rng.randint(0, 10**6)).normal(0, 12, (h, w, 3))
     img = Image.fromarray(np.clip(np.array(room) + noise, 0, 255).astype(np.uint8))
-    d = ImageDraw.Draw(img)
-    r = rng.randint(9, 13)
-    cx, cy = rng.randint(r + 2, w - r - 2), rng.randint(r, h - r)
     colour = rng.choice(list(COLOURS.values()))
-    box = (cx - r, cy - r, cx + r, cy + r)
-    if shape == "circle":
-        d.ellipse(box, fill=colour)
-    elif shape == "square":
-        d.rectangle(box, fill=colour)
-    else:
-        d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=colour)
-    return img
+    return _draw(shape, colour, rng, canvas=img, radius=(9, 13), margin=2)
 
 
 def make_photo_set(root: Path, held: int = 12, kept: int = 12) -> tuple[Path, Path, set[str]]:

@@ -38,12 +38,22 @@ TRAIN_CFG = {
 
 
 def _draw(
-    shape: str, colour: tuple[int, int, int], rng: random.Random, size: int = 32
+    shape: str,
+    colour: tuple[int, int, int],
+    rng: random.Random,
+    size: int = 32,
+    *,
+    canvas: Image.Image | None = None,
+    radius: tuple[int, int] = (8, 13),
+    margin: int = 0,
 ) -> Image.Image:
-    img = Image.new("RGB", (size, size), (245, 245, 245))
+    """``shape`` in ``colour`` at a random place on a near-white square of ``size`` (or on
+    ``canvas``), at least ``margin`` px from the left and right edges."""
+    img = canvas if canvas is not None else Image.new("RGB", (size, size), (245, 245, 245))
+    w, h = img.size
     d = ImageDraw.Draw(img)
-    r = rng.randint(8, 13)
-    cx, cy = rng.randint(r, size - r), rng.randint(r, size - r)
+    r = rng.randint(*radius)
+    cx, cy = rng.randint(r + margin, w - r - margin), rng.randint(r, h - r)
     box = (cx - r, cy - r, cx + r, cy + r)
     if shape == "circle":
         d.ellipse(box, fill=colour)
